@@ -1,0 +1,196 @@
+"""The exceptions that coaching-credits raises on purpose.
+
+Every one derives from :class:`CreditError`, keeps the facts of the failure as attributes and
+builds its message from them::
+
+    CreditError
+    +-- InvalidAmount (also ValueError)
+    +-- InvalidRequest (also ValueError)
+    +-- InsufficientCredits
+    +-- PermissionDenied
+    +-- CoachingDisabled
+    +-- WorkspaceNotFound (also LookupError)
+    +-- MemberNotFound (also LookupError)
+    +-- WorkspaceAlreadyExists
+    +-- MemberAlreadyExists
+    +-- IdempotencyConflict
+    +-- ConcurrencyConflict
+
+Storage backends translate their driver's errors into these, so every backend raises the same
+error for the same fault.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CoachingDisabled",
+    "ConcurrencyConflict",
+    "CreditError",
+    "IdempotencyConflict",
+    "InsufficientCredits",
+    "InvalidAmount",
+    "InvalidRequest",
+    "MemberAlreadyExists",
+    "MemberNotFound",
+    "PermissionDenied",
+    "WorkspaceAlreadyExists",
+    "WorkspaceNotFound",
+]
+
+
+class CreditError(Exception):
+    """Root of every error the library raises on purpose."""
+
+
+class InvalidAmount(CreditError, ValueError):
+    """An amount or balance that is not a whole number in the allowed range.
+
+    Amounts are ``int`` and nothing else: ``bool``, ``float``, ``Decimal`` and ``str`` are
+    rejected, and so is anything outside ``minimum`` .. ``maximum``.
+    """
+
+    def __init__(self, value: object, *, minimum: int, maximum: int, field: str = "amount") -> None:
+        self.value = value
+        self.minimum = minimum
+        self.maximum = maximum
+        self.field = field
+        super().__init__(f"invalid {field} {value!r}: expected an int from {minimum} to {maximum}")
+
+
+class InvalidRequest(CreditError, ValueError):
+    """A request that is malformed in a way other than its amount, such as a duplicated id."""
+
+    def __init__(self, message: str, *, value: object = None) -> None:
+        self.value = value
+        super().__init__(message)
+
+
+class InsufficientCredits(CreditError):
+    """The pool, or a member's balance, holds fewer credits than a change needs.
+
+    ``member_id`` is ``None`` when the pool is short.
+    """
+
+    def __init__(
+        self,
+        *,
+        workspace_id: str,
+        requested: int,
+        available: int,
+        member_id: str | None = None,
+    ) -> None:
+        self.workspace_id = workspace_id
+        self.member_id = member_id
+        self.requested = requested
+        self.available = available
+        if member_id is None:
+            message = (
+                f"insufficient credits in the pool of workspace {workspace_id!r}: "
+                f"{requested} requested, {available} available; "
+                f"purchase at least {requested - available} more credits first"
+            )
+        else:
+            message = (
+                f"insufficient credits for member {member_id!r} of workspace {workspace_id!r}: "
+                f"{requested} requested, {available} available"
+            )
+        super().__init__(message)
+
+
+class PermissionDenied(CreditError):
+    """The acting member is not an admin of the workspace."""
+
+    def __init__(self, *, workspace_id: str, actor_id: str, action: str) -> None:
+        self.workspace_id = workspace_id
+        self.actor_id = actor_id
+        self.action = action
+        super().__init__(
+            f"permission denied: {actor_id!r} is not an admin of workspace {workspace_id!r} "
+            f"and cannot {action}; ask an admin of the workspace to do it"
+        )
+
+
+class CoachingDisabled(CreditError):
+    """Coaching is switched off for the workspace, so credits cannot move or be spent."""
+
+    def __init__(self, *, workspace_id: str, action: str) -> None:
+        self.workspace_id = workspace_id
+        self.action = action
+        super().__init__(
+            f"coaching is disabled for workspace {workspace_id!r}, so it cannot {action}; "
+            f"an admin must enable coaching first"
+        )
+
+
+class WorkspaceNotFound(CreditError, LookupError):
+    """No workspace with this id exists."""
+
+    def __init__(self, workspace_id: str) -> None:
+        self.workspace_id = workspace_id
+        super().__init__(f"workspace {workspace_id!r} not found; create it first or check the id")
+
+
+class MemberNotFound(CreditError, LookupError):
+    """The member id is not a member of this workspace (another workspace may have it)."""
+
+    def __init__(self, *, workspace_id: str, member_id: str) -> None:
+        self.workspace_id = workspace_id
+        self.member_id = member_id
+        super().__init__(
+            f"member {member_id!r} not found in workspace {workspace_id!r}; "
+            f"add the member first or check the id"
+        )
+
+
+class WorkspaceAlreadyExists(CreditError):
+    """A workspace with this id exists already."""
+
+    def __init__(self, workspace_id: str) -> None:
+        self.workspace_id = workspace_id
+        super().__init__(f"workspace {workspace_id!r} already exists; choose another id")
+
+
+class MemberAlreadyExists(CreditError):
+    """The member id is already a member of this workspace."""
+
+    def __init__(self, *, workspace_id: str, member_id: str) -> None:
+        self.workspace_id = workspace_id
+        self.member_id = member_id
+        super().__init__(f"member {member_id!r} already exists in workspace {workspace_id!r}")
+
+
+class IdempotencyConflict(CreditError):
+    """An idempotency key was used before in this workspace for a different request."""
+
+    def __init__(
+        self,
+        *,
+        workspace_id: str,
+        key: str,
+        original: dict[str, Any] | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> None:
+        self.workspace_id = workspace_id
+        self.key = key
+        self.original = original
+        self.request = request
+        super().__init__(
+            f"idempotency key {key!r} of workspace {workspace_id!r} was already used for a "
+            f"different request ({original!r}); send this request ({request!r}) with a new key"
+        )
+
+
+class ConcurrencyConflict(CreditError):
+    """Concurrent writers kept conflicting and the ledger ran out of retries."""
+
+    def __init__(self, *, workspace_id: str, attempts: int, cause: str = "") -> None:
+        self.workspace_id = workspace_id
+        self.attempts = attempts
+        self.cause = cause
+        detail = f": {cause}" if cause else ""
+        super().__init__(
+            f"gave up on workspace {workspace_id!r} after {attempts} attempts that conflicted "
+            f"with concurrent writers{detail}; retry the call later"
+        )

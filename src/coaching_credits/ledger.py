@@ -1,0 +1,708 @@
+"""The Ledger service: load values through a repository, apply a rule, commit atomically.
+
+Each call runs one read-rule-commit step inside one repository transaction, so the balances,
+the journal entries and the idempotency record commit together or not at all. When a backend
+reports a clash with a concurrent writer, the whole step runs again, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import attrs
+
+from . import _codec, rules
+from .errors import (
+    ConcurrencyConflict,
+    IdempotencyConflict,
+    InvalidRequest,
+    MemberNotFound,
+)
+from .models import Member, Pool, Role, Transfer, TransferKind, Workspace
+from .repository._protocol import IdempotencyRecord, Repository, RetryableConflict, Transaction
+from .rules import (
+    MemberRemoval,
+    PurchaseResult,
+    SetBalancesResult,
+    SpendResult,
+    TransferResult,
+)
+
+__all__ = ["MAX_KEY_LENGTH", "MAX_METADATA_ITEMS", "MAX_REASON_LENGTH", "Ledger"]
+
+logger = logging.getLogger(__name__)
+
+#: Longest idempotency key, member id or workspace id accepted, in characters.
+MAX_KEY_LENGTH = 200
+#: Longest ``reason`` text stored on a transfer, in characters.
+MAX_REASON_LENGTH = 500
+#: Most entries in a transfer's ``metadata``; keys and values are capped at ``MAX_KEY_LENGTH``.
+MAX_METADATA_ITEMS = 20
+
+R = TypeVar("R")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Ledger:
+    """Apply the credit rules to the state kept in a repository.
+
+    ``clock`` returns the time stamped on transfers, ``id_factory`` their ids.
+    ``max_attempts`` bounds how often one call runs when concurrent writers clash; after that
+    it raises :class:`~coaching_credits.ConcurrencyConflict`.
+    """
+
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        id_factory: Callable[[], str] = _new_id,
+        max_attempts: int = 8,
+        retry_delay: float = 0.005,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self.repository = repository
+        self._clock = clock
+        self._new_id = id_factory
+        self._max_attempts = max_attempts
+        self._retry_delay = retry_delay
+        self._local = threading.local()
+
+    @property
+    def last_call_replayed(self) -> bool:
+        """Whether this thread's last write call replayed a stored result for its key.
+
+        A replay changes nothing and returns the result of the original call.
+        """
+        return bool(getattr(self._local, "replayed", False))
+
+    # Workspaces and members ---------------------------------------------------------------
+
+    def create_workspace(self, workspace_id: str, *, coaching_enabled: bool = True) -> Workspace:
+        """Create a workspace with an empty pool.
+
+        Raises :class:`~coaching_credits.WorkspaceAlreadyExists` if the id is taken.
+        """
+        _check_id(workspace_id, "workspace id")
+        if type(coaching_enabled) is not bool:
+            raise InvalidRequest(
+                f"invalid coaching_enabled {coaching_enabled!r}: expected True or False",
+                value=coaching_enabled,
+            )
+        workspace = Workspace(id=workspace_id, coaching_enabled=coaching_enabled)
+
+        def step(tx: Transaction) -> Workspace:
+            tx.create_workspace(workspace, Pool(workspace_id=workspace_id, balance=0))
+            return workspace
+
+        return self._retrying(workspace_id, step)
+
+    def add_member(
+        self,
+        workspace_id: str,
+        member_id: str,
+        *,
+        role: Role = Role.MEMBER,
+        actor: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Member:
+        """Add a member with a balance of 0.
+
+        ``actor`` is ``None`` when the host application itself adds the member (for example
+        the first admins); when given, it must be an admin of the workspace.
+        """
+        _check_id(workspace_id, "workspace id")
+        _check_id(member_id, "member id")
+        if actor is not None:
+            _check_id(actor, "actor id")
+        role = _parse_role(role)
+        request = {"op": "add_member", "member": member_id, "role": role.value, "actor": actor}
+
+        def step(tx: Transaction, workspace: Workspace, pool: Pool) -> Member:
+            actor_member = None
+            if actor is not None:
+                actor_member = tx.get_members(workspace_id, [actor]).get(actor)
+                rules.require_admin(workspace, actor_member, "add members", actor)
+            member = rules.add_member(workspace, member_id, role=role, actor=actor_member)
+            tx.insert_member(member)
+            return member
+
+        return self._write(
+            workspace_id,
+            request,
+            idempotency_key,
+            step,
+            _codec.member_to_dict,
+            _codec.member_from_dict,
+        )
+
+    def remove_member(
+        self,
+        workspace_id: str,
+        member_id: str,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> MemberRemoval:
+        """Remove a member and return their whole balance to the pool, with a transfer recorded."""
+        _check_id(workspace_id, "workspace id")
+        _check_id(member_id, "member id")
+        _check_id(actor, "actor id")
+        _check_note(reason, metadata)
+        request = {
+            "op": "remove_member",
+            "member": member_id,
+            "actor": actor,
+            **_note_request(reason, metadata),
+        }
+
+        def step(tx: Transaction, workspace: Workspace, pool: Pool) -> MemberRemoval:
+            found = tx.get_members(workspace_id, {actor, member_id})
+            rules.require_admin(workspace, found.get(actor), "remove members", actor)
+            member = _found(found, workspace_id, member_id)
+            result = rules.remove_member(
+                workspace, pool, member, actor=found[actor], reason=reason, metadata=metadata
+            )
+            tx.update_pool(result.pool)
+            tx.delete_member(workspace_id, member_id)
+            (transfer,) = self._append(tx, [result.transfer])
+            return attrs.evolve(result, transfer=transfer)
+
+        return self._write(
+            workspace_id, request, idempotency_key, step, _encode_removal, _decode_removal
+        )
+
+    def set_coaching(
+        self,
+        workspace_id: str,
+        enabled: bool,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+    ) -> Workspace:
+        """Switch coaching on or off for a workspace; ``actor`` must be an admin."""
+        _check_id(workspace_id, "workspace id")
+        _check_id(actor, "actor id")
+        request = {"op": "set_coaching", "enabled": enabled, "actor": actor}
+
+        def step(tx: Transaction, workspace: Workspace, pool: Pool) -> Workspace:
+            actor_member = tx.get_members(workspace_id, [actor]).get(actor)
+            rules.require_admin(workspace, actor_member, "switch coaching on or off", actor)
+            assert actor_member is not None
+            updated = rules.set_coaching(workspace, enabled, actor=actor_member)
+            tx.update_workspace(updated)
+            return updated
+
+        return self._write(
+            workspace_id,
+            request,
+            idempotency_key,
+            step,
+            _codec.workspace_to_dict,
+            _codec.workspace_from_dict,
+        )
+
+    # Credits ------------------------------------------------------------------------------
+
+    def purchase(
+        self,
+        workspace_id: str,
+        amount: int,
+        *,
+        idempotency_key: str | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> PurchaseResult:
+        """Add bought credits to the workspace's pool."""
+        _check_id(workspace_id, "workspace id")
+        rules.check_amount(amount)
+        _check_note(reason, metadata)
+        request = {"op": "purchase", "amount": amount, **_note_request(reason, metadata)}
+
+        def step(tx: Transaction, workspace: Workspace, pool: Pool) -> PurchaseResult:
+            result = rules.purchase(workspace, pool, amount, reason=reason, metadata=metadata)
+            tx.update_pool(result.pool)
+            (transfer,) = self._append(tx, [result.transfer])
+            return attrs.evolve(result, transfer=transfer)
+
+        return self._write(
+            workspace_id, request, idempotency_key, step, _encode_purchase, _decode_purchase
+        )
+
+    def transfer_to(
+        self,
+        workspace_id: str,
+        member_id: str,
+        amount: int,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> TransferResult:
+        """Move credits from the pool to a member; ``actor`` is the acting admin's id."""
+        return self._move(
+            rules.transfer_to, "transfer_to", "transfer credits to a member",
+            workspace_id, member_id, amount, actor, idempotency_key, reason, metadata,
+        )  # fmt: skip
+
+    def transfer_from(
+        self,
+        workspace_id: str,
+        member_id: str,
+        amount: int,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> TransferResult:
+        """Move credits from a member back to the pool; ``actor`` is the acting admin's id."""
+        return self._move(
+            rules.transfer_from, "transfer_from", "transfer credits from a member",
+            workspace_id, member_id, amount, actor, idempotency_key, reason, metadata,
+        )  # fmt: skip
+
+    def _move(
+        self,
+        rule: Callable[..., TransferResult],
+        op: str,
+        action: str,
+        workspace_id: str,
+        member_id: str,
+        amount: int,
+        actor: str,
+        idempotency_key: str | None,
+        reason: str | None,
+        metadata: Mapping[str, str] | None,
+    ) -> TransferResult:
+        _check_id(workspace_id, "workspace id")
+        _check_id(member_id, "member id")
+        _check_id(actor, "actor id")
+        rules.check_amount(amount)
+        _check_note(reason, metadata)
+        request = {
+            "op": op,
+            "member": member_id,
+            "amount": amount,
+            "actor": actor,
+            **_note_request(reason, metadata),
+        }
+
+        def step(tx: Transaction, workspace: Workspace, pool: Pool) -> TransferResult:
+            found = tx.get_members(workspace_id, {actor, member_id})
+            rules.require_admin(workspace, found.get(actor), action, actor)
+            rules.require_coaching(workspace, action)
+            member = _found(found, workspace_id, member_id)
+            result = rule(
+                workspace,
+                pool,
+                member,
+                amount,
+                actor=found[actor],
+                reason=reason,
+                metadata=metadata,
+            )
+            tx.update_pool(result.pool)
+            tx.update_members([result.member])
+            (transfer,) = self._append(tx, [result.transfer])
+            return attrs.evolve(result, transfer=transfer)
+
+        return self._write(
+            workspace_id, request, idempotency_key, step, _encode_transfer, _decode_transfer
+        )
+
+    def set_balances(
+        self,
+        workspace_id: str,
+        member_ids: Sequence[str],
+        balance: int,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> SetBalancesResult:
+        """Set each listed member's balance to ``balance``, all or nothing.
+
+        The differences are computed from the balances read inside the committing
+        transaction, never from values read earlier.
+        """
+        _check_id(workspace_id, "workspace id")
+        _check_id(actor, "actor id")
+        if isinstance(member_ids, str) or not isinstance(member_ids, Sequence):
+            raise InvalidRequest(
+                f"invalid member ids {member_ids!r}: expected a list of ids", value=member_ids
+            )
+        for member_id in member_ids:
+            _check_id(member_id, "member id")
+        rules.check_balance(balance)
+        _check_note(reason, metadata)
+        ids = list(member_ids)
+        request = {
+            "op": "set_balances",
+            "members": ids,
+            "balance": balance,
+            "actor": actor,
+            **_note_request(reason, metadata),
+        }
+
+        def step(tx: Transaction, workspace: Workspace, pool: Pool) -> SetBalancesResult:
+            found = tx.get_members(workspace_id, {actor, *ids})
+            action = "set member balances"
+            rules.require_admin(workspace, found.get(actor), action, actor)
+            rules.require_coaching(workspace, action)
+            rules.check_distinct(ids)
+            missing = sorted(i for i in ids if i not in found)
+            if missing:
+                raise MemberNotFound(workspace_id=workspace_id, member_id=missing[0])
+            result = rules.set_balances(
+                workspace,
+                pool,
+                [found[i] for i in ids],
+                balance,
+                actor=found[actor],
+                reason=reason,
+                metadata=metadata,
+            )
+            tx.update_pool(result.pool)
+            tx.update_members(result.members)
+            transfers = self._append(tx, result.transfers)
+            return attrs.evolve(result, transfers=tuple(transfers))
+
+        return self._write(
+            workspace_id, request, idempotency_key, step, _encode_set_balances, _decode_set_balances
+        )
+
+    def spend(
+        self,
+        workspace_id: str,
+        member_id: str,
+        amount: int,
+        *,
+        idempotency_key: str | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> SpendResult:
+        """Spend a member's credits on coaching; the credits leave the workspace."""
+        _check_id(workspace_id, "workspace id")
+        _check_id(member_id, "member id")
+        rules.check_amount(amount)
+        _check_note(reason, metadata)
+        request = {
+            "op": "spend",
+            "member": member_id,
+            "amount": amount,
+            **_note_request(reason, metadata),
+        }
+
+        def step(tx: Transaction, workspace: Workspace, pool: Pool) -> SpendResult:
+            rules.require_coaching(workspace, "spend credits")
+            member = _found(tx.get_members(workspace_id, [member_id]), workspace_id, member_id)
+            result = rules.spend(workspace, member, amount, reason=reason, metadata=metadata)
+            tx.update_members([result.member])
+            # The pure rule never sees the pool; the journal still records its balance.
+            spent = attrs.evolve(result.transfer, pool_balance=pool.balance)
+            (transfer,) = self._append(tx, [spent])
+            return attrs.evolve(result, transfer=transfer)
+
+        return self._write(
+            workspace_id, request, idempotency_key, step, _encode_spend, _decode_spend
+        )
+
+    # Reads --------------------------------------------------------------------------------
+
+    def workspace(self, workspace_id: str) -> Workspace:
+        """Return a workspace's settings."""
+        return self._read(lambda tx: tx.get_workspace(workspace_id)[0])
+
+    def pool(self, workspace_id: str) -> Pool:
+        """Return a workspace's pool."""
+        return self._read(lambda tx: tx.get_workspace(workspace_id)[1])
+
+    def member(self, workspace_id: str, member_id: str) -> Member:
+        """Return one member; raise :class:`~coaching_credits.MemberNotFound` if missing."""
+
+        def read(tx: Transaction) -> Member:
+            tx.get_workspace(workspace_id)
+            return _found(tx.get_members(workspace_id, [member_id]), workspace_id, member_id)
+
+        return self._read(read)
+
+    def members(self, workspace_id: str) -> list[Member]:
+        """Return every member of a workspace with their balance, sorted by id."""
+
+        def read(tx: Transaction) -> list[Member]:
+            tx.get_workspace(workspace_id)
+            return tx.list_members(workspace_id)
+
+        return self._read(read)
+
+    def history(
+        self,
+        workspace_id: str,
+        *,
+        member_id: str | None = None,
+        kinds: Collection[TransferKind] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: int | None = None,
+        limit: int | None = 100,
+    ) -> list[Transfer]:
+        """Return journal entries newest first.
+
+        ``since`` is inclusive and ``until`` exclusive. To page, pass the ``sequence`` of the
+        last entry of one page as ``before`` for the next: entries committed meanwhile do not
+        shift the pages. ``limit=None`` returns every entry.
+        """
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise InvalidRequest(f"invalid limit {limit!r}: expected a positive int", value=limit)
+
+        def read(tx: Transaction) -> list[Transfer]:
+            tx.get_workspace(workspace_id)
+            return tx.list_transfers(
+                workspace_id,
+                member_id=member_id,
+                kinds=kinds,
+                since=since,
+                until=until,
+                before_sequence=before,
+                limit=limit,
+            )
+
+        return self._read(read)
+
+    # Machinery ----------------------------------------------------------------------------
+
+    def _append(self, tx: Transaction, transfers: Sequence[Transfer]) -> list[Transfer]:
+        now = self._clock()
+        stamped = [attrs.evolve(t, id=self._new_id(), created_at=now) for t in transfers]
+        return tx.append_transfers(stamped)
+
+    def _read(self, read: Callable[[Transaction], R]) -> R:
+        def step(tx: Transaction) -> R:
+            return read(tx)
+
+        return self._retrying("", step)
+
+    def _write(
+        self,
+        workspace_id: str,
+        request: dict[str, Any],
+        idempotency_key: str | None,
+        step: Callable[[Transaction, Workspace, Pool], R],
+        encode: Callable[[R], Any],
+        decode: Callable[[Any], R],
+    ) -> R:
+        if idempotency_key is not None:
+            _check_id(idempotency_key, "idempotency key")
+        request_text = _codec.dumps(request)
+
+        def locked_step(tx: Transaction) -> R:
+            workspace, pool = tx.lock_workspace(workspace_id)
+            if idempotency_key is not None:
+                record = tx.get_idempotency(workspace_id, idempotency_key)
+                if record is not None:
+                    if record.request != request_text:
+                        raise IdempotencyConflict(
+                            workspace_id=workspace_id,
+                            key=idempotency_key,
+                            original=_codec.loads(record.request),
+                            request=request,
+                        )
+                    return _Replayed(decode(_codec.loads(record.response)))  # type: ignore[return-value]
+            result = step(tx, workspace, pool)
+            if idempotency_key is not None:
+                tx.put_idempotency(
+                    IdempotencyRecord(
+                        workspace_id=workspace_id,
+                        key=idempotency_key,
+                        request=request_text,
+                        response=_codec.dumps(encode(result)),
+                        created_at=self._clock(),
+                    )
+                )
+            return result
+
+        outcome = self._retrying(workspace_id, locked_step)
+        if isinstance(outcome, _Replayed):
+            self._local.replayed = True
+            return outcome.value  # type: ignore[return-value]  # _Replayed wraps an R
+        self._local.replayed = False
+        return outcome
+
+    def _retrying(self, workspace_id: str, step: Callable[[Transaction], R]) -> R:
+        delay = self._retry_delay
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                with self.repository.transaction() as tx:
+                    return step(tx)
+            except RetryableConflict as conflict:
+                if attempt == self._max_attempts:
+                    logger.warning(
+                        "workspace %r: giving up after %d conflicting attempts: %s",
+                        workspace_id, attempt, conflict,
+                    )  # fmt: skip
+                    raise ConcurrencyConflict(
+                        workspace_id=workspace_id, attempts=attempt, cause=str(conflict)
+                    ) from conflict
+                logger.info(
+                    "workspace %r: attempt %d conflicted with a concurrent writer (%s); retrying",
+                    workspace_id, attempt, conflict,
+                )  # fmt: skip
+                # Full jitter keeps clashing writers from retrying in lockstep.
+                time.sleep(random.uniform(0, delay))
+                delay *= 2
+        raise AssertionError("unreachable: the loop returns or raises")
+
+
+@attrs.frozen
+class _Replayed:
+    value: object
+
+
+def _check_id(value: object, name: str) -> None:
+    if type(value) is not str or not value or len(value) > MAX_KEY_LENGTH:
+        raise InvalidRequest(
+            f"invalid {name} {value!r}: expected a non-empty str of at most "
+            f"{MAX_KEY_LENGTH} characters",
+            value=value,
+        )
+
+
+def _parse_role(role: object) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise InvalidRequest(
+            f"invalid role {role!r}: expected 'admin' or 'member'", value=role
+        ) from None
+
+
+def _check_note(reason: object, metadata: object) -> None:
+    if reason is not None and (type(reason) is not str or len(reason) > MAX_REASON_LENGTH):
+        raise InvalidRequest(
+            f"invalid reason {reason!r}: expected a str of at most {MAX_REASON_LENGTH} characters",
+            value=reason,
+        )
+    if metadata is None:
+        return
+    if not isinstance(metadata, Mapping) or len(metadata) > MAX_METADATA_ITEMS:
+        raise InvalidRequest(
+            f"invalid metadata {metadata!r}: expected a mapping of at most "
+            f"{MAX_METADATA_ITEMS} str keys to str values",
+            value=metadata,
+        )
+    for key, value in metadata.items():
+        for text in (key, value):
+            if type(text) is not str or len(text) > MAX_KEY_LENGTH:
+                raise InvalidRequest(
+                    f"invalid metadata entry {key!r}: {value!r}: keys and values must be str "
+                    f"of at most {MAX_KEY_LENGTH} characters",
+                    value=metadata,
+                )
+
+
+def _note_request(reason: str | None, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    note: dict[str, Any] = {}
+    if reason is not None:
+        note["reason"] = reason
+    if metadata:
+        note["metadata"] = dict(metadata)
+    return note
+
+
+def _found(found: Mapping[str, Member], workspace_id: str, member_id: str) -> Member:
+    member = found.get(member_id)
+    if member is None:
+        raise MemberNotFound(workspace_id=workspace_id, member_id=member_id)
+    return member
+
+
+def _encode_transfer(result: TransferResult) -> dict[str, Any]:
+    return {
+        "pool": _codec.pool_to_dict(result.pool),
+        "member": _codec.member_to_dict(result.member),
+        "transfer": _codec.transfer_to_dict(result.transfer),
+    }
+
+
+def _decode_transfer(data: dict[str, Any]) -> TransferResult:
+    return TransferResult(
+        pool=_codec.pool_from_dict(data["pool"]),
+        member=_codec.member_from_dict(data["member"]),
+        transfer=_codec.transfer_from_dict(data["transfer"]),
+    )
+
+
+def _encode_removal(result: MemberRemoval) -> dict[str, Any]:
+    return _encode_transfer(result)  # type: ignore[arg-type]
+
+
+def _decode_removal(data: dict[str, Any]) -> MemberRemoval:
+    return MemberRemoval(
+        pool=_codec.pool_from_dict(data["pool"]),
+        member=_codec.member_from_dict(data["member"]),
+        transfer=_codec.transfer_from_dict(data["transfer"]),
+    )
+
+
+def _encode_purchase(result: PurchaseResult) -> dict[str, Any]:
+    return {
+        "pool": _codec.pool_to_dict(result.pool),
+        "transfer": _codec.transfer_to_dict(result.transfer),
+    }
+
+
+def _decode_purchase(data: dict[str, Any]) -> PurchaseResult:
+    return PurchaseResult(
+        pool=_codec.pool_from_dict(data["pool"]),
+        transfer=_codec.transfer_from_dict(data["transfer"]),
+    )
+
+
+def _encode_spend(result: SpendResult) -> dict[str, Any]:
+    return {
+        "member": _codec.member_to_dict(result.member),
+        "transfer": _codec.transfer_to_dict(result.transfer),
+    }
+
+
+def _decode_spend(data: dict[str, Any]) -> SpendResult:
+    return SpendResult(
+        member=_codec.member_from_dict(data["member"]),
+        transfer=_codec.transfer_from_dict(data["transfer"]),
+    )
+
+
+def _encode_set_balances(result: SetBalancesResult) -> dict[str, Any]:
+    return {
+        "pool": _codec.pool_to_dict(result.pool),
+        "members": [_codec.member_to_dict(m) for m in result.members],
+        "transfers": [_codec.transfer_to_dict(t) for t in result.transfers],
+    }
+
+
+def _decode_set_balances(data: dict[str, Any]) -> SetBalancesResult:
+    return SetBalancesResult(
+        pool=_codec.pool_from_dict(data["pool"]),
+        members=tuple(_codec.member_from_dict(m) for m in data["members"]),
+        transfers=tuple(_codec.transfer_from_dict(t) for t in data["transfers"]),
+    )

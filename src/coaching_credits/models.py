@@ -1,0 +1,124 @@
+"""Immutable domain values: workspaces, their pool, members and the transfers between them.
+
+Values check domain invariants only (a balance is a non-negative ``int`` that fits a 64-bit
+signed integer). Parsing of untrusted input happens at the edges: the rules, the ledger and the
+command-line tool.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+
+import attrs
+
+from .errors import InvalidAmount
+
+__all__ = [
+    "MAX_AMOUNT",
+    "Member",
+    "Pool",
+    "Role",
+    "Transfer",
+    "TransferKind",
+    "Workspace",
+]
+
+#: The largest balance or amount: 2**63 - 1, the largest value a PostgreSQL ``bigint`` or an
+#: SQLite integer holds. Every backend enforces the same limit.
+MAX_AMOUNT = 2**63 - 1
+
+
+class Role(str, enum.Enum):
+    """What a member may do in a workspace."""
+
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class TransferKind(str, enum.Enum):
+    """Direction and cause of a journal entry."""
+
+    #: Credits bought by the workspace enter the pool.
+    PURCHASE = "purchase"
+    #: Credits move from the pool to a member.
+    TRANSFER_TO = "transfer_to"
+    #: Credits move from a member back to the pool.
+    TRANSFER_FROM = "transfer_from"
+    #: A member uses credits on coaching; they leave the workspace.
+    SPEND = "spend"
+    #: A removed member's whole balance returns to the pool.
+    MEMBER_REMOVED = "member_removed"
+
+
+def _check_balance(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_AMOUNT:
+        raise InvalidAmount(value, minimum=0, maximum=MAX_AMOUNT, field=attribute.name)
+
+
+def _check_id(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if type(value) is not str or not value:
+        raise TypeError(f"{attribute.name} must be a non-empty str, got {value!r}")
+
+
+def _freeze_metadata(
+    value: Mapping[str, str] | tuple[tuple[str, str], ...],
+) -> tuple[tuple[str, str], ...]:
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple(sorted((str(k), str(v)) for k, v in items))
+
+
+@attrs.frozen
+class Workspace:
+    """An organisation that owns one pool of credits."""
+
+    id: str = attrs.field(validator=_check_id)
+    coaching_enabled: bool = True
+
+
+@attrs.frozen
+class Pool:
+    """A workspace's shared balance of credits that admins hand out to members."""
+
+    workspace_id: str = attrs.field(validator=_check_id)
+    balance: int = attrs.field(default=0, validator=_check_balance)
+
+
+@attrs.frozen
+class Member:
+    """A person in a workspace with their own balance of credits."""
+
+    workspace_id: str = attrs.field(validator=_check_id)
+    id: str = attrs.field(validator=_check_id)
+    role: Role = Role.MEMBER
+    balance: int = attrs.field(default=0, validator=_check_balance)
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether this member may move credits in the workspace."""
+        return self.role is Role.ADMIN
+
+
+@attrs.frozen
+class Transfer:
+    """One immutable journal entry: credits that entered, moved within or left a workspace.
+
+    The pure rules return transfers with ``id``, ``created_at`` and ``sequence`` left as
+    ``None``; the ledger fills them in when it commits. ``pool_balance`` and
+    ``member_balance`` are the balances right after this entry, so any balance can be
+    rebuilt from the journal and checked against it.
+    """
+
+    workspace_id: str
+    member_id: str | None
+    kind: TransferKind
+    amount: int
+    actor_id: str | None
+    pool_balance: int | None = None
+    member_balance: int | None = None
+    id: str | None = None
+    created_at: datetime | None = None
+    sequence: int | None = None
+    reason: str | None = None
+    metadata: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_freeze_metadata)
