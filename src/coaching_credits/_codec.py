@@ -25,11 +25,19 @@ def loads(text: str) -> Any:
 
 
 def workspace_to_dict(workspace: Workspace) -> JSONDict:
-    return {"id": workspace.id, "coaching_enabled": workspace.coaching_enabled}
+    return {
+        "id": workspace.id,
+        "coaching_enabled": workspace.coaching_enabled,
+        "low_pool_threshold": workspace.low_pool_threshold,
+    }
 
 
 def workspace_from_dict(data: JSONDict) -> Workspace:
-    return Workspace(id=data["id"], coaching_enabled=data["coaching_enabled"])
+    return Workspace(
+        id=data["id"],
+        coaching_enabled=data["coaching_enabled"],
+        low_pool_threshold=data.get("low_pool_threshold", 0),
+    )
 
 
 def pool_to_dict(pool: Pool) -> JSONDict:
@@ -72,6 +80,7 @@ def transfer_to_dict(transfer: Transfer) -> JSONDict:
         "created_at": None if transfer.created_at is None else transfer.created_at.isoformat(),
         "reason": transfer.reason,
         "metadata": dict(transfer.metadata),
+        "reverses": transfer.reverses,
     }
 
 
@@ -90,4 +99,5 @@ def transfer_from_dict(data: JSONDict) -> Transfer:
         created_at=None if created is None else datetime.fromisoformat(created),
         reason=data.get("reason"),
         metadata=data.get("metadata") or {},
+        reverses=data.get("reverses"),
     )

@@ -75,6 +75,8 @@ class Workspace:
 
     id: str = attrs.field(validator=_check_id)
     coaching_enabled: bool = True
+    #: The pool counts as low when its balance is at or below this number of credits.
+    low_pool_threshold: int = attrs.field(default=0, validator=_check_balance)
 
 
 @attrs.frozen
@@ -122,3 +124,5 @@ class Transfer:
     sequence: int | None = None
     reason: str | None = None
     metadata: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_freeze_metadata)
+    #: Id of the transfer this one reverses, or ``None``. A transfer is reversed at most once.
+    reverses: str | None = None

@@ -119,6 +119,22 @@ class Transaction(Protocol):
         """
         ...
 
+    def get_transfer(self, workspace_id: str, transfer_id: str) -> Transfer | None:
+        """Load one journal entry of a workspace by id, or ``None``."""
+        ...
+
+    def find_reversal(self, workspace_id: str, transfer_id: str) -> Transfer | None:
+        """Load the entry whose ``reverses`` is ``transfer_id``, or ``None``."""
+        ...
+
+    def journal_totals(self, workspace_id: str) -> list[tuple[str | None, TransferKind, int]]:
+        """Sum the journal's amounts per member and kind: ``(member_id, kind, total)`` rows.
+
+        ``member_id`` is ``None`` for entries without a member (purchases). Backends
+        compute this in the database, so auditing a long journal does not load every row.
+        """
+        ...
+
     def get_idempotency(self, workspace_id: str, key: str) -> IdempotencyRecord | None:
         """Load the record stored for a key in a workspace, or ``None``."""
         ...

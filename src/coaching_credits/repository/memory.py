@@ -162,6 +162,25 @@ class _MemoryTransaction:
             found.append(transfer)
         return found
 
+    def get_transfer(self, workspace_id: str, transfer_id: str) -> Transfer | None:
+        for transfer in self._repo._transfers.get(workspace_id, []):
+            if transfer.id == transfer_id:
+                return transfer
+        return None
+
+    def find_reversal(self, workspace_id: str, transfer_id: str) -> Transfer | None:
+        for transfer in self._repo._transfers.get(workspace_id, []):
+            if transfer.reverses == transfer_id:
+                return transfer
+        return None
+
+    def journal_totals(self, workspace_id: str) -> list[tuple[str | None, TransferKind, int]]:
+        totals: dict[tuple[str | None, TransferKind], int] = {}
+        for transfer in self._repo._transfers.get(workspace_id, []):
+            slot = (transfer.member_id, transfer.kind)
+            totals[slot] = totals.get(slot, 0) + transfer.amount
+        return [(member_id, kind, total) for (member_id, kind), total in totals.items()]
+
     def get_idempotency(self, workspace_id: str, key: str) -> IdempotencyRecord | None:
         return self._repo._idempotency.get((workspace_id, key))
 

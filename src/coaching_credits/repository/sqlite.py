@@ -18,6 +18,7 @@ import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Any
 
 import attrs
 
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS coaching_credits_schema (
 CREATE TABLE IF NOT EXISTS workspaces (
     id TEXT PRIMARY KEY,
     coaching_enabled INTEGER NOT NULL CHECK (coaching_enabled IN (0, 1)),
+    low_pool_threshold INTEGER NOT NULL DEFAULT 0 CHECK (low_pool_threshold >= 0),
     pool_balance INTEGER NOT NULL CHECK (pool_balance >= 0)
 );
 CREATE TABLE IF NOT EXISTS members (
@@ -60,7 +62,8 @@ CREATE TABLE IF NOT EXISTS transfers (
     member_balance INTEGER CHECK (member_balance >= 0),
     created_at TEXT NOT NULL,
     reason TEXT,
-    metadata TEXT
+    metadata TEXT,
+    reverses TEXT UNIQUE
 );
 CREATE INDEX IF NOT EXISTS transfers_by_workspace ON transfers (workspace_id, sequence);
 CREATE INDEX IF NOT EXISTS transfers_by_member ON transfers (workspace_id, member_id, sequence);
@@ -73,6 +76,30 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (workspace_id, key)
 ) WITHOUT ROWID;
 """
+
+
+_TRANSFER_COLUMNS = (
+    "sequence, id, member_id, kind, amount, actor_id, pool_balance, member_balance,"
+    " created_at, reason, metadata, reverses"
+)
+
+
+def _transfer_from_row(workspace_id: str, row: Sequence[Any]) -> Transfer:
+    return Transfer(
+        sequence=row[0],
+        id=row[1],
+        workspace_id=workspace_id,
+        member_id=row[2],
+        kind=TransferKind(row[3]),
+        amount=row[4],
+        actor_id=row[5],
+        pool_balance=row[6],
+        member_balance=row[7],
+        created_at=datetime.fromisoformat(row[8]),
+        reason=row[9],
+        metadata=json.loads(row[10]) if row[10] else {},
+        reverses=row[11],
+    )
 
 
 def _utc_text(moment: datetime) -> str:
@@ -206,8 +233,14 @@ class _SQLiteTransaction:
     def create_workspace(self, workspace: Workspace, pool: Pool) -> None:
         try:
             self.connection.execute(
-                "INSERT INTO workspaces (id, coaching_enabled, pool_balance) VALUES (?, ?, ?)",
-                (workspace.id, int(workspace.coaching_enabled), pool.balance),
+                "INSERT INTO workspaces (id, coaching_enabled, low_pool_threshold, pool_balance)"
+                " VALUES (?, ?, ?, ?)",
+                (
+                    workspace.id,
+                    int(workspace.coaching_enabled),
+                    workspace.low_pool_threshold,
+                    pool.balance,
+                ),
             )
         except sqlite3.IntegrityError:
             raise WorkspaceAlreadyExists(workspace.id) from None
@@ -218,13 +251,15 @@ class _SQLiteTransaction:
 
     def get_workspace(self, workspace_id: str) -> tuple[Workspace, Pool]:
         row = self.connection.execute(
-            "SELECT coaching_enabled, pool_balance FROM workspaces WHERE id = ?", (workspace_id,)
+            "SELECT coaching_enabled, low_pool_threshold, pool_balance FROM workspaces"
+            " WHERE id = ?",
+            (workspace_id,),
         ).fetchone()
         if row is None:
             raise WorkspaceNotFound(workspace_id)
         return (
-            Workspace(id=workspace_id, coaching_enabled=bool(row[0])),
-            Pool(workspace_id=workspace_id, balance=row[1]),
+            Workspace(id=workspace_id, coaching_enabled=bool(row[0]), low_pool_threshold=row[1]),
+            Pool(workspace_id=workspace_id, balance=row[2]),
         )
 
     def get_members(self, workspace_id: str, member_ids: Collection[str]) -> dict[str, Member]:
@@ -272,8 +307,8 @@ class _SQLiteTransaction:
 
     def update_workspace(self, workspace: Workspace) -> None:
         self.connection.execute(
-            "UPDATE workspaces SET coaching_enabled = ? WHERE id = ?",
-            (int(workspace.coaching_enabled), workspace.id),
+            "UPDATE workspaces SET coaching_enabled = ?, low_pool_threshold = ? WHERE id = ?",
+            (int(workspace.coaching_enabled), workspace.low_pool_threshold, workspace.id),
         )
 
     def update_pool(self, pool: Pool) -> None:
@@ -294,8 +329,8 @@ class _SQLiteTransaction:
                 raise ValueError("a transfer needs an id and a time before it is stored")
             cursor = self.connection.execute(
                 "INSERT INTO transfers (id, workspace_id, member_id, kind, amount, actor_id,"
-                " pool_balance, member_balance, created_at, reason, metadata)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " pool_balance, member_balance, created_at, reason, metadata, reverses)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     transfer.id,
                     transfer.workspace_id,
@@ -308,6 +343,7 @@ class _SQLiteTransaction:
                     _utc_text(transfer.created_at),
                     transfer.reason,
                     json.dumps(dict(transfer.metadata)) if transfer.metadata else None,
+                    transfer.reverses,
                 ),
             )
             stored.append(attrs.evolve(transfer, sequence=cursor.lastrowid))
@@ -343,8 +379,7 @@ class _SQLiteTransaction:
             clauses.append("sequence < ?")
             params.append(before_sequence)
         sql = (
-            "SELECT sequence, id, member_id, kind, amount, actor_id, pool_balance,"
-            " member_balance, created_at, reason, metadata FROM transfers WHERE "
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE "
             + " AND ".join(clauses)
             + " ORDER BY sequence DESC"
         )
@@ -352,22 +387,30 @@ class _SQLiteTransaction:
             sql += " LIMIT ?"
             params.append(limit)
         return [
-            Transfer(
-                sequence=row[0],
-                id=row[1],
-                workspace_id=workspace_id,
-                member_id=row[2],
-                kind=TransferKind(row[3]),
-                amount=row[4],
-                actor_id=row[5],
-                pool_balance=row[6],
-                member_balance=row[7],
-                created_at=datetime.fromisoformat(row[8]),
-                reason=row[9],
-                metadata=json.loads(row[10]) if row[10] else {},
-            )
-            for row in self.connection.execute(sql, params)
+            _transfer_from_row(workspace_id, row) for row in self.connection.execute(sql, params)
         ]
+
+    def get_transfer(self, workspace_id: str, transfer_id: str) -> Transfer | None:
+        row = self.connection.execute(
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE workspace_id = ? AND id = ?",
+            (workspace_id, transfer_id),
+        ).fetchone()
+        return None if row is None else _transfer_from_row(workspace_id, row)
+
+    def find_reversal(self, workspace_id: str, transfer_id: str) -> Transfer | None:
+        row = self.connection.execute(
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE workspace_id = ? AND reverses = ?",
+            (workspace_id, transfer_id),
+        ).fetchone()
+        return None if row is None else _transfer_from_row(workspace_id, row)
+
+    def journal_totals(self, workspace_id: str) -> list[tuple[str | None, TransferKind, int]]:
+        rows = self.connection.execute(
+            "SELECT member_id, kind, sum(amount) FROM transfers WHERE workspace_id = ?"
+            " GROUP BY member_id, kind",
+            (workspace_id,),
+        )
+        return [(member_id, TransferKind(kind), total) for member_id, kind, total in rows]
 
     def get_idempotency(self, workspace_id: str, key: str) -> IdempotencyRecord | None:
         row = self.connection.execute(
