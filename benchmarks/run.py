@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Figure, Report, best_rate  # noqa: E402  (needs the path set above)
+from _common import Figure, Report, best_rate
 
-import coaching_credits  # noqa: E402
-from coaching_credits import (  # noqa: E402
+import coaching_credits
+from coaching_credits import (
     InsufficientCredits,
     Ledger,
     Member,
