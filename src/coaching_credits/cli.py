@@ -1,5 +1,5 @@
-"""Placeholder replaced by the command-line tool."""
+"""The ``coaching-credits`` command-line tool; run ``coaching-credits --help`` for its commands."""
 
+from ._cli import main
 
-def main() -> int:
-    return 0
+__all__ = ["main"]

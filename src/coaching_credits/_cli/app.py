@@ -1,0 +1,380 @@
+"""Build the argument parser and run one command of the ``coaching-credits`` tool."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import CreditError
+from ..ledger import Ledger
+from ..models import Role, TransferKind
+from ..repository import Repository
+from .apply import apply_lines, file_size, print_summary
+from .database import (
+    DATABASE_ENVIRONMENT_VARIABLE,
+    DEFAULT_DATABASE,
+    CommandError,
+    driver_errors,
+    migrate_database,
+    open_repository,
+    resolve_database,
+)
+from .demo import run_demo
+from .members_csv import import_members, print_import_result
+from .operations import OPERATIONS
+from .output import FORMATS, Balances, print_balances, print_history
+
+__all__ = ["build_parser", "main"]
+
+PROG = "coaching-credits"
+
+#: Exit status of a failed operation or any error the library raises.
+EXIT_FAILURE = 1
+#: Exit status of a usage error, as argparse uses.
+EXIT_USAGE = 2
+#: Exit status after Ctrl-C, as shells report a process ended by SIGINT.
+EXIT_INTERRUPTED = 130
+
+# Commands that may create a SQLite file; every other one needs an existing database.
+_CREATING_COMMANDS = {"create-workspace", "migrate", "demo"}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid number {text!r}: expected a whole number"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid number {value}: expected 1 or more")
+    return value
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", choices=FORMATS, default="text", help="output format (default: text)"
+    )
+
+
+def _add_key(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key",
+        help="idempotency key: repeating the command with the same key changes nothing",
+    )
+
+
+def _add_reason(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", help="note stored on the journal entry")
+
+
+def _add_actor(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument(
+        "--actor",
+        required=required,
+        metavar="ADMIN",
+        help="id of the admin of the workspace who runs the operation",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Manage a workspace's shared pool of prepaid coaching credits.",
+        epilog=(
+            f"--db takes a SQLite file path or a postgresql:// URI; without it, "
+            f"{DATABASE_ENVIRONMENT_VARIABLE} is read, then {DEFAULT_DATABASE} is used."
+        ),
+    )
+    parser.add_argument(
+        "--db",
+        metavar="DATABASE",
+        help=f"SQLite file or postgresql:// URI (default: ${DATABASE_ENVIRONMENT_VARIABLE} "
+        f"or {DEFAULT_DATABASE})",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    create = commands.add_parser("create-workspace", help="create a workspace with an empty pool")
+    create.add_argument("workspace", metavar="ID")
+    create.add_argument(
+        "--coaching-disabled",
+        action="store_true",
+        help="create the workspace with coaching switched off",
+    )
+
+    importing = commands.add_parser("import-members", help="add the members listed in a CSV file")
+    importing.add_argument("workspace", metavar="WORKSPACE")
+    importing.add_argument(
+        "csv", metavar="CSV", type=Path, help="columns member_id,display_name,email,role,team"
+    )
+    _add_format(importing)
+
+    apply = commands.add_parser("apply", help="apply the operations of a JSON lines file")
+    apply.add_argument("file", metavar="FILE", help="JSON lines file, or - for standard input")
+    apply.add_argument("--verbose", action="store_true", help="print each line's outcome on stderr")
+    _add_format(apply)
+
+    balances = commands.add_parser("balances", help="show the pool and every member's balance")
+    balances.add_argument("workspace", metavar="WORKSPACE")
+    _add_format(balances)
+
+    history = commands.add_parser("history", help="show journal entries, newest first")
+    history.add_argument("workspace", metavar="WORKSPACE")
+    history.add_argument("--member", metavar="ID", help="only entries of this member")
+    history.add_argument(
+        "--kind",
+        action="extend",
+        nargs="+",
+        choices=[k.value for k in TransferKind],
+        help="only entries of these kinds (repeatable)",
+    )
+    history.add_argument(
+        "--limit", type=_positive_int, default=50, metavar="N", help="entries per page (default 50)"
+    )
+    history.add_argument(
+        "--before",
+        type=_positive_int,
+        metavar="SEQUENCE",
+        help="only entries older than this sequence number, to fetch the next page",
+    )
+    _add_format(history)
+
+    purchase = commands.add_parser("purchase", help="add bought credits to the pool")
+    purchase.add_argument("workspace", metavar="WORKSPACE")
+    purchase.add_argument("amount", metavar="AMOUNT", help="credits bought, a whole number")
+    _add_key(purchase)
+    _add_reason(purchase)
+    _add_format(purchase)
+
+    for name, direction in (
+        ("transfer-to", "move credits from the pool to a member"),
+        ("transfer-from", "move credits from a member back to the pool"),
+    ):
+        transfer = commands.add_parser(name, help=direction)
+        transfer.add_argument("workspace", metavar="WORKSPACE")
+        transfer.add_argument("member", metavar="MEMBER")
+        transfer.add_argument("amount", metavar="AMOUNT", help="credits moved, a whole number")
+        _add_actor(transfer)
+        _add_key(transfer)
+        _add_reason(transfer)
+        _add_format(transfer)
+
+    set_balances = commands.add_parser(
+        "set-balances", help="set several members' balances to one number, all or nothing"
+    )
+    set_balances.add_argument("workspace", metavar="WORKSPACE")
+    set_balances.add_argument("balance", metavar="BALANCE", help="the new balance, 0 or more")
+    set_balances.add_argument("members", metavar="MEMBER", nargs="+")
+    _add_actor(set_balances)
+    _add_key(set_balances)
+    _add_reason(set_balances)
+    _add_format(set_balances)
+
+    spend = commands.add_parser("spend", help="spend a member's credits on coaching")
+    spend.add_argument("workspace", metavar="WORKSPACE")
+    spend.add_argument("member", metavar="MEMBER")
+    spend.add_argument("amount", metavar="AMOUNT", help="credits spent, a whole number")
+    _add_key(spend)
+    _add_reason(spend)
+    _add_format(spend)
+
+    add_member = commands.add_parser("add-member", help="add a member with a balance of 0")
+    add_member.add_argument("workspace", metavar="WORKSPACE")
+    add_member.add_argument("member", metavar="MEMBER")
+    add_member.add_argument(
+        "--role", choices=[r.value for r in Role], default=Role.MEMBER.value, help="default: member"
+    )
+    _add_actor(add_member, required=False)
+    _add_key(add_member)
+    _add_format(add_member)
+
+    remove_member = commands.add_parser(
+        "remove-member", help="remove a member and return their balance to the pool"
+    )
+    remove_member.add_argument("workspace", metavar="WORKSPACE")
+    remove_member.add_argument("member", metavar="MEMBER")
+    _add_actor(remove_member)
+    _add_key(remove_member)
+    _add_reason(remove_member)
+    _add_format(remove_member)
+
+    set_coaching = commands.add_parser(
+        "set-coaching", help="switch coaching on or off for a workspace"
+    )
+    set_coaching.add_argument("workspace", metavar="WORKSPACE")
+    set_coaching.add_argument("state", choices=["on", "off"])
+    _add_actor(set_coaching)
+    _add_key(set_coaching)
+    _add_format(set_coaching)
+
+    commands.add_parser("migrate", help="create or upgrade the database schema ahead of time")
+
+    demo = commands.add_parser(
+        "demo", help="walk through an admin's first session on a temporary database"
+    )
+    # Overrides the global --db only when given here; with neither, the demo uses a new
+    # temporary database rather than the default file.
+    demo.add_argument(
+        "--db", default=argparse.SUPPRESS, metavar="DATABASE", help="keep the demo in this database"
+    )
+    demo.add_argument("--workspace", default="demo", help="workspace id (default: demo)")
+    _add_format(demo)
+
+    return parser
+
+
+def _read_balances(repository: Repository, workspace_id: str) -> Balances:
+    # One transaction, so the pool and the members come from the same moment.
+    with repository.transaction() as tx:
+        workspace, pool = tx.get_workspace(workspace_id)
+        members = tx.list_members(workspace_id)
+    return Balances(workspace=workspace, pool=pool, members=tuple(members))
+
+
+def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    if args.command == "demo":
+        return _run_demo(args, stdout)
+
+    database = resolve_database(args.db)
+    if args.command == "migrate":
+        print(migrate_database(database), file=stdout)
+        return 0
+
+    repository = open_repository(database, create=args.command in _CREATING_COMMANDS)
+    try:
+        return _run_with(repository, args, stdout, stderr)
+    finally:
+        repository.close()
+
+
+def _run_with(
+    repository: Repository, args: argparse.Namespace, stdout: TextIO, stderr: TextIO
+) -> int:
+    ledger = Ledger(repository)
+    command = args.command
+
+    if command == "create-workspace":
+        workspace = ledger.create_workspace(
+            args.workspace, coaching_enabled=not args.coaching_disabled
+        )
+        state = "enabled" if workspace.coaching_enabled else "disabled"
+        print(f"created workspace {workspace.id} (coaching {state}, pool 0)", file=stdout)
+    elif command == "import-members":
+        result = import_members(ledger, args.workspace, args.csv)
+        print_import_result(result, args.format, stdout)
+    elif command == "apply":
+        return _run_apply(ledger, args, stdout, stderr)
+    elif command == "balances":
+        print_balances(_read_balances(repository, args.workspace), args.format, stdout)
+    elif command == "history":
+        kinds = None if args.kind is None else {TransferKind(k) for k in args.kind}
+        transfers = ledger.history(
+            args.workspace,
+            member_id=args.member,
+            kinds=kinds,
+            before=args.before,
+            limit=args.limit,
+        )
+        print_history(
+            args.workspace, transfers, limit=args.limit, output_format=args.format, stream=stdout
+        )
+    else:
+        OPERATIONS[command](args, ledger, stdout)
+    return 0
+
+
+def _run_apply(ledger: Ledger, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    def report(message: str) -> None:
+        print(f"{PROG}: {message}", file=stderr)
+
+    if args.file == "-":
+        source = sys.stdin.buffer
+        summary = apply_lines(
+            ledger, source, stderr=stderr, verbose=args.verbose, total_bytes=None, report=report
+        )
+    else:
+        try:
+            with open(args.file, "rb") as source_file:
+                summary = apply_lines(
+                    ledger,
+                    source_file,
+                    stderr=stderr,
+                    verbose=args.verbose,
+                    total_bytes=file_size(source_file),
+                    report=report,
+                )
+        except OSError as error:
+            raise CommandError(f"cannot read {args.file}: {error.strerror}") from None
+    print_summary(summary, args.format, stdout)
+    return 0
+
+
+def _run_demo(args: argparse.Namespace, stdout: TextIO) -> int:
+    if args.db:
+        repository = open_repository(args.db, create=True)
+        try:
+            run_demo(
+                Ledger(repository),
+                args.workspace,
+                lambda w: _read_balances(repository, w),
+                args.format,
+                stdout,
+            )
+        finally:
+            repository.close()
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="coaching-credits-demo-") as directory:
+        repository = open_repository(str(Path(directory) / "demo.db"), create=True)
+        try:
+            run_demo(
+                Ledger(repository),
+                args.workspace,
+                lambda w: _read_balances(repository, w),
+                args.format,
+                stdout,
+            )
+        finally:
+            repository.close()
+    if args.format == "text":
+        print(
+            "the demo ran on a temporary database, now deleted; pass --db to keep it", file=stdout
+        )
+    return 0
+
+
+def _fail(stderr: TextIO, message: str) -> None:
+    for line in message.splitlines() or [""]:
+        print(f"{PROG}: error: {line}", file=stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command-line tool and return its exit status.
+
+    0 means success, 1 a rejected operation or any other failure, 2 a usage error.
+    """
+    stdout, stderr = sys.stdout, sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:
+        # argparse exits with 0 after --help and 2 after a usage error.
+        return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
+
+    try:
+        return _run(args, stdout, stderr)
+    except (CreditError, CommandError) as error:
+        _fail(stderr, str(error))
+    except driver_errors() as error:
+        _fail(stderr, f"database error: {error}")
+    except KeyboardInterrupt:
+        _fail(
+            stderr, "interrupted; each completed operation was committed, the current one was not"
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_FAILURE

@@ -1,0 +1,103 @@
+"""Open the repository that ``--db`` names: a SQLite file or a PostgreSQL server."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sqlite3
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from ..repository import Repository, SQLiteRepository
+
+__all__ = [
+    "DATABASE_ENVIRONMENT_VARIABLE",
+    "DEFAULT_DATABASE",
+    "CommandError",
+    "driver_errors",
+    "is_postgres",
+    "migrate_database",
+    "open_repository",
+    "resolve_database",
+]
+
+#: The SQLite file used when neither ``--db`` nor the environment variable is set.
+DEFAULT_DATABASE = "./coaching-credits.db"
+#: The environment variable read when ``--db`` is not given.
+DATABASE_ENVIRONMENT_VARIABLE = "COACHING_CREDITS_DB"
+
+_POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+class CommandError(Exception):
+    """A failure the tool reports as one line on stderr, with exit status 1."""
+
+
+def resolve_database(option: str | None) -> str:
+    """Return the database named by ``--db``, else by the environment, else the default."""
+    if option:
+        return option
+    return os.environ.get(DATABASE_ENVIRONMENT_VARIABLE) or DEFAULT_DATABASE
+
+
+def is_postgres(database: str) -> bool:
+    """Whether ``database`` is a PostgreSQL connection URI rather than a SQLite path."""
+    return database.startswith(_POSTGRES_PREFIXES)
+
+
+def open_repository(database: str, *, create: bool) -> Repository:
+    """Open the repository at ``database``.
+
+    A SQLite file that does not exist is created only when ``create`` is true; otherwise it is a
+    :class:`CommandError`, so a mistyped path never yields a new, empty database.
+    """
+    if is_postgres(database):
+        postgres = _import_postgres()
+        repository: Repository = postgres.PostgresRepository(database)
+        return repository
+
+    path = Path(database)
+    if not create and not path.exists():
+        raise CommandError(
+            f"database not found: {database!r}; run create-workspace first, or pass --db "
+            f"(or set {DATABASE_ENVIRONMENT_VARIABLE}) to name an existing database"
+        )
+    if path.is_dir():
+        raise CommandError(f"database path {database!r} is a directory; name a file instead")
+    try:
+        return SQLiteRepository(path)
+    except sqlite3.DatabaseError as error:
+        raise CommandError(f"cannot open SQLite database {database!r}: {error}") from error
+
+
+def migrate_database(database: str) -> str:
+    """Create or upgrade the schema at ``database``; return a sentence saying what ran."""
+    if is_postgres(database):
+        postgres = _import_postgres()
+        postgres.migrate(database)
+        return "migrated the PostgreSQL schema coaching_credits"
+    open_repository(database, create=True).close()
+    return f"migrated the SQLite database {database}"
+
+
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """Return the storage drivers' base error classes, to report them as one line."""
+    errors: list[type[BaseException]] = [sqlite3.Error]
+    # psycopg is imported only for a PostgreSQL database, so its errors exist only then.
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
+def _import_postgres() -> ModuleType:
+    # Imported by name so the SQLite path never needs psycopg installed.
+    try:
+        return importlib.import_module("coaching_credits.repository.postgres")
+    except ImportError as error:
+        if error.name is not None and error.name.split(".")[0] in ("psycopg", "psycopg_pool"):
+            raise CommandError(
+                "PostgreSQL support needs psycopg; install coaching-credits[postgres]"
+            ) from error
+        raise CommandError(f"PostgreSQL support is not available: {error}") from error
