@@ -5,6 +5,7 @@ PostgreSQL backends, and a :class:`Ledger` service that commits each change atom
 """
 
 from .errors import (
+    AlreadyReversed,
     CoachingDisabled,
     ConcurrencyConflict,
     CreditError,
@@ -14,12 +15,28 @@ from .errors import (
     InvalidRequest,
     MemberAlreadyExists,
     MemberNotFound,
+    NotReversible,
     PermissionDenied,
+    TransferNotFound,
     WorkspaceAlreadyExists,
     WorkspaceNotFound,
 )
 from .ledger import Ledger
-from .models import MAX_AMOUNT, Member, Pool, Role, Transfer, TransferKind, Workspace
+from .models import (
+    MAX_AMOUNT,
+    AuditCheck,
+    AuditMismatch,
+    AuditReport,
+    BalanceChange,
+    Member,
+    Pool,
+    PoolStatus,
+    Preview,
+    Role,
+    Transfer,
+    TransferKind,
+    Workspace,
+)
 from .repository import (
     IdempotencyRecord,
     InMemoryRepository,
@@ -29,8 +46,10 @@ from .repository import (
     Transaction,
 )
 from .rules import (
+    REVERSIBLE_KINDS,
     MemberRemoval,
     PurchaseResult,
+    ReversalResult,
     SetBalancesResult,
     SpendResult,
     TransferResult,
@@ -46,6 +65,12 @@ from .rules import (
 
 __all__ = [
     "MAX_AMOUNT",
+    "REVERSIBLE_KINDS",
+    "AlreadyReversed",
+    "AuditCheck",
+    "AuditMismatch",
+    "AuditReport",
+    "BalanceChange",
     "CoachingDisabled",
     "ConcurrencyConflict",
     "CreditError",
@@ -60,11 +85,15 @@ __all__ = [
     "MemberAlreadyExists",
     "MemberNotFound",
     "MemberRemoval",
+    "NotReversible",
     "PermissionDenied",
     "Pool",
+    "PoolStatus",
+    "Preview",
     "PurchaseResult",
     "Repository",
     "RetryableConflict",
+    "ReversalResult",
     "Role",
     "SQLiteRepository",
     "SetBalancesResult",
@@ -72,6 +101,7 @@ __all__ = [
     "Transaction",
     "Transfer",
     "TransferKind",
+    "TransferNotFound",
     "TransferResult",
     "Workspace",
     "WorkspaceAlreadyExists",

@@ -11,10 +11,13 @@ builds its message from them::
     +-- CoachingDisabled
     +-- WorkspaceNotFound (also LookupError)
     +-- MemberNotFound (also LookupError)
+    +-- TransferNotFound (also LookupError)
     +-- WorkspaceAlreadyExists
     +-- MemberAlreadyExists
     +-- IdempotencyConflict
     +-- ConcurrencyConflict
+    +-- AlreadyReversed
+    +-- NotReversible
 
 Storage backends translate their driver's errors into these, so every backend raises the same
 error for the same fault.
@@ -25,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AlreadyReversed",
     "CoachingDisabled",
     "ConcurrencyConflict",
     "CreditError",
@@ -34,7 +38,9 @@ __all__ = [
     "InvalidRequest",
     "MemberAlreadyExists",
     "MemberNotFound",
+    "NotReversible",
     "PermissionDenied",
+    "TransferNotFound",
     "WorkspaceAlreadyExists",
     "WorkspaceNotFound",
 ]
@@ -193,4 +199,44 @@ class ConcurrencyConflict(CreditError):
         super().__init__(
             f"gave up on workspace {workspace_id!r} after {attempts} attempts that conflicted "
             f"with concurrent writers{detail}; retry the call later"
+        )
+
+
+class TransferNotFound(CreditError, LookupError):
+    """No journal entry with this id exists in the workspace (another workspace may have it)."""
+
+    def __init__(self, *, workspace_id: str, transfer_id: str) -> None:
+        self.workspace_id = workspace_id
+        self.transfer_id = transfer_id
+        super().__init__(
+            f"transfer {transfer_id!r} not found in workspace {workspace_id!r}; "
+            f"look the id up in the workspace's history"
+        )
+
+
+class AlreadyReversed(CreditError):
+    """The transfer was reversed before; a transfer can be reversed only once."""
+
+    def __init__(self, *, workspace_id: str, transfer_id: str, reversal_id: str) -> None:
+        self.workspace_id = workspace_id
+        self.transfer_id = transfer_id
+        self.reversal_id = reversal_id
+        super().__init__(
+            f"transfer {transfer_id!r} of workspace {workspace_id!r} was already reversed by "
+            f"transfer {reversal_id!r}; a transfer can be reversed only once, so make a new "
+            f"transfer to correct it further"
+        )
+
+
+class NotReversible(CreditError):
+    """The transfer's kind or history does not allow a reversal; ``why`` says which."""
+
+    def __init__(self, *, workspace_id: str, transfer_id: str, kind: str, why: str) -> None:
+        self.workspace_id = workspace_id
+        self.transfer_id = transfer_id
+        self.kind = kind
+        self.why = why
+        super().__init__(
+            f"transfer {transfer_id!r} ({kind}) of workspace {workspace_id!r} cannot be "
+            f"reversed: {why}"
         )

@@ -14,22 +14,35 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 
-from . import _codec, rules
+from . import _audit, _codec, _journal, rules
 from .errors import (
     ConcurrencyConflict,
     IdempotencyConflict,
     InvalidRequest,
     MemberNotFound,
+    TransferNotFound,
 )
-from .models import Member, Pool, Role, Transfer, TransferKind, Workspace
+from .models import (
+    AuditReport,
+    BalanceChange,
+    Member,
+    Pool,
+    PoolStatus,
+    Preview,
+    Role,
+    Transfer,
+    TransferKind,
+    Workspace,
+)
 from .repository._protocol import IdempotencyRecord, Repository, RetryableConflict, Transaction
 from .rules import (
     MemberRemoval,
     PurchaseResult,
+    ReversalResult,
     SetBalancesResult,
     SpendResult,
     TransferResult,
@@ -219,6 +232,41 @@ class Ledger:
             _codec.workspace_from_dict,
         )
 
+    def set_low_pool_threshold(
+        self,
+        workspace_id: str,
+        threshold: int,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+    ) -> Workspace:
+        """Set the balance at or below which the pool counts as low; ``actor`` must be an admin.
+
+        See :meth:`pool_status`. It works while coaching is disabled.
+        """
+        _check_id(workspace_id, "workspace id")
+        _check_id(actor, "actor id")
+        rules.check_balance(threshold, field="threshold")
+        request = {"op": "set_low_pool_threshold", "threshold": threshold, "actor": actor}
+
+        def step(tx: Transaction, workspace: Workspace, pool: Pool) -> Workspace:
+            action = "set the low-pool threshold"
+            actor_member = tx.get_members(workspace_id, [actor]).get(actor)
+            rules.require_admin(workspace, actor_member, action, actor)
+            assert actor_member is not None
+            updated = rules.set_low_pool_threshold(workspace, threshold, actor=actor_member)
+            tx.update_workspace(updated)
+            return updated
+
+        return self._write(
+            workspace_id,
+            request,
+            idempotency_key,
+            step,
+            _codec.workspace_to_dict,
+            _codec.workspace_from_dict,
+        )
+
     # Credits ------------------------------------------------------------------------------
 
     def purchase(
@@ -258,10 +306,32 @@ class Ledger:
         metadata: Mapping[str, str] | None = None,
     ) -> TransferResult:
         """Move credits from the pool to a member; ``actor`` is the acting admin's id."""
-        return self._move(
+        plan = self._move_plan(
             rules.transfer_to, "transfer_to", "transfer credits to a member",
-            workspace_id, member_id, amount, actor, idempotency_key, reason, metadata,
+            workspace_id, member_id, amount, actor, reason, metadata,
         )  # fmt: skip
+        return self._commit(workspace_id, idempotency_key, plan)
+
+    def preview_transfer_to(
+        self,
+        workspace_id: str,
+        member_id: str,
+        amount: int,
+        *,
+        actor: str,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Preview[TransferResult]:
+        """Run :meth:`transfer_to` with every check, roll it back and return what it would do.
+
+        It raises exactly the errors the real call would raise now. It takes no idempotency
+        key because it stores nothing.
+        """
+        plan = self._move_plan(
+            rules.transfer_to, "transfer_to", "transfer credits to a member",
+            workspace_id, member_id, amount, actor, reason, metadata,
+        )  # fmt: skip
+        return self._dry_run(workspace_id, plan)
 
     def transfer_from(
         self,
@@ -275,12 +345,34 @@ class Ledger:
         metadata: Mapping[str, str] | None = None,
     ) -> TransferResult:
         """Move credits from a member back to the pool; ``actor`` is the acting admin's id."""
-        return self._move(
+        plan = self._move_plan(
             rules.transfer_from, "transfer_from", "transfer credits from a member",
-            workspace_id, member_id, amount, actor, idempotency_key, reason, metadata,
+            workspace_id, member_id, amount, actor, reason, metadata,
         )  # fmt: skip
+        return self._commit(workspace_id, idempotency_key, plan)
 
-    def _move(
+    def preview_transfer_from(
+        self,
+        workspace_id: str,
+        member_id: str,
+        amount: int,
+        *,
+        actor: str,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Preview[TransferResult]:
+        """Run :meth:`transfer_from` with every check, roll it back and return what it would do.
+
+        It raises exactly the errors the real call would raise now. It takes no idempotency
+        key because it stores nothing.
+        """
+        plan = self._move_plan(
+            rules.transfer_from, "transfer_from", "transfer credits from a member",
+            workspace_id, member_id, amount, actor, reason, metadata,
+        )  # fmt: skip
+        return self._dry_run(workspace_id, plan)
+
+    def _move_plan(
         self,
         rule: Callable[..., TransferResult],
         op: str,
@@ -289,10 +381,9 @@ class Ledger:
         member_id: str,
         amount: int,
         actor: str,
-        idempotency_key: str | None,
         reason: str | None,
         metadata: Mapping[str, str] | None,
-    ) -> TransferResult:
+    ) -> _Plan[TransferResult]:
         _check_id(workspace_id, "workspace id")
         _check_id(member_id, "member id")
         _check_id(actor, "actor id")
@@ -325,8 +416,13 @@ class Ledger:
             (transfer,) = self._append(tx, [result.transfer])
             return attrs.evolve(result, transfer=transfer)
 
-        return self._write(
-            workspace_id, request, idempotency_key, step, _encode_transfer, _decode_transfer
+        return _Plan(
+            request=request,
+            step=step,
+            encode=_encode_transfer,
+            decode=_decode_transfer,
+            unstamp=lambda r: attrs.evolve(r, transfer=_unstamped(r.transfer)),
+            member_ids=(member_id,),
         )
 
     def set_balances(
@@ -345,6 +441,37 @@ class Ledger:
         The differences are computed from the balances read inside the committing
         transaction, never from values read earlier.
         """
+        plan = self._set_balances_plan(workspace_id, member_ids, balance, actor, reason, metadata)
+        return self._commit(workspace_id, idempotency_key, plan)
+
+    def preview_set_balances(
+        self,
+        workspace_id: str,
+        member_ids: Sequence[str],
+        balance: int,
+        *,
+        actor: str,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Preview[SetBalancesResult]:
+        """Run :meth:`set_balances` with every check, roll it back and return what it would do.
+
+        :attr:`Preview.net_change` is the number of credits that would leave the pool
+        (positive) or return to it (negative). It raises exactly the errors the real call
+        would raise now, and takes no idempotency key because it stores nothing.
+        """
+        plan = self._set_balances_plan(workspace_id, member_ids, balance, actor, reason, metadata)
+        return self._dry_run(workspace_id, plan)
+
+    def _set_balances_plan(
+        self,
+        workspace_id: str,
+        member_ids: Sequence[str],
+        balance: int,
+        actor: str,
+        reason: str | None,
+        metadata: Mapping[str, str] | None,
+    ) -> _Plan[SetBalancesResult]:
         _check_id(workspace_id, "workspace id")
         _check_id(actor, "actor id")
         if isinstance(member_ids, str) or not isinstance(member_ids, Sequence):
@@ -387,8 +514,13 @@ class Ledger:
             transfers = self._append(tx, result.transfers)
             return attrs.evolve(result, transfers=tuple(transfers))
 
-        return self._write(
-            workspace_id, request, idempotency_key, step, _encode_set_balances, _decode_set_balances
+        return _Plan(
+            request=request,
+            step=step,
+            encode=_encode_set_balances,
+            decode=_decode_set_balances,
+            unstamp=lambda r: attrs.evolve(r, transfers=tuple(_unstamped(t) for t in r.transfers)),
+            member_ids=tuple(ids),
         )
 
     def spend(
@@ -427,6 +559,81 @@ class Ledger:
             workspace_id, request, idempotency_key, step, _encode_spend, _decode_spend
         )
 
+    def reverse(
+        self,
+        workspace_id: str,
+        transfer_id: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> ReversalResult:
+        """Undo a transfer with the opposite one, linked to it through ``reverses``.
+
+        Transfers to and from a member can be reversed while coaching is enabled, and
+        purchases are reversed as refunds; spends, member removals, refunds and reversals
+        are final (:class:`~coaching_credits.NotReversible`). ``actor`` must be an admin.
+        A transfer is reversed at most once: a second attempt raises
+        :class:`~coaching_credits.AlreadyReversed` with the first reversal's id. When the
+        member or the pool no longer holds the credits it raises
+        :class:`~coaching_credits.InsufficientCredits` and changes nothing.
+        """
+        _check_id(workspace_id, "workspace id")
+        _check_id(transfer_id, "transfer id")
+        _check_id(actor, "actor id")
+        _check_note(reason, metadata)
+        request = {
+            "op": "reverse",
+            "transfer": transfer_id,
+            "actor": actor,
+            **_note_request(reason, metadata),
+        }
+
+        def step(tx: Transaction, workspace: Workspace, pool: Pool) -> ReversalResult:
+            action = "reverse transfers"
+            actor_member = tx.get_members(workspace_id, [actor]).get(actor)
+            rules.require_admin(workspace, actor_member, action, actor)
+            assert actor_member is not None
+            original = tx.get_transfer(workspace_id, transfer_id)
+            if original is None:
+                raise TransferNotFound(workspace_id=workspace_id, transfer_id=transfer_id)
+
+            member = None
+            member_left = False
+            if original.member_id is not None and original.kind in rules.REVERSIBLE_KINDS:
+                member = tx.get_members(workspace_id, [original.member_id]).get(original.member_id)
+                removals = tx.list_transfers(
+                    workspace_id,
+                    member_id=original.member_id,
+                    kinds={TransferKind.MEMBER_REMOVED},
+                    limit=1,
+                )
+                member_left = bool(removals) and (removals[0].sequence or 0) > (
+                    original.sequence or 0
+                )
+
+            result = rules.reverse(
+                workspace,
+                pool,
+                original,
+                actor=actor_member,
+                member=member,
+                reversal=tx.find_reversal(workspace_id, transfer_id),
+                member_left=member_left,
+                reason=reason,
+                metadata=metadata,
+            )
+            tx.update_pool(result.pool)
+            if result.member is not None:
+                tx.update_members([result.member])
+            (transfer,) = self._append(tx, [result.transfer])
+            return attrs.evolve(result, transfer=transfer)
+
+        return self._write(
+            workspace_id, request, idempotency_key, step, _encode_reversal, _decode_reversal
+        )
+
     # Reads --------------------------------------------------------------------------------
 
     def workspace(self, workspace_id: str) -> Workspace:
@@ -436,6 +643,22 @@ class Ledger:
     def pool(self, workspace_id: str) -> Pool:
         """Return a workspace's pool."""
         return self._read(lambda tx: tx.get_workspace(workspace_id)[1])
+
+    def pool_status(self, workspace_id: str) -> PoolStatus:
+        """Return the pool's balance, the low-pool threshold and whether the pool is low."""
+        return self._read(lambda tx: rules.pool_status(*tx.get_workspace(workspace_id)))
+
+    def low_balances(self, workspace_id: str, threshold: int) -> list[Member]:
+        """Return the members whose balance is at or below ``threshold``, by balance, then id."""
+        rules.check_balance(threshold, field="threshold")
+
+        def read(tx: Transaction) -> list[Member]:
+            tx.get_workspace(workspace_id)
+            # NOTE: this loads every member of the workspace; fine for thousands of members,
+            # a backend query with the threshold would scale further.
+            return rules.low_balances(tx.list_members(workspace_id), threshold)
+
+        return self._read(read)
 
     def member(self, workspace_id: str, member_id: str) -> Member:
         """Return one member; raise :class:`~coaching_credits.MemberNotFound` if missing."""
@@ -466,25 +689,74 @@ class Ledger:
         before: int | None = None,
         limit: int | None = 100,
     ) -> list[Transfer]:
-        """Return journal entries newest first.
+        """Return journal entries of a workspace, or of one member, newest first.
 
-        ``since`` is inclusive and ``until`` exclusive. To page, pass the ``sequence`` of the
-        last entry of one page as ``before`` for the next: entries committed meanwhile do not
-        shift the pages. ``limit=None`` returns every entry.
+        ``kinds`` keeps only entries of those kinds. ``since`` is inclusive and ``until``
+        exclusive; both must carry a time zone. To page, pass the ``sequence`` of the last
+        entry of one page as ``before`` for the next: entries committed meanwhile have higher
+        sequences, so pages neither skip nor repeat entries. ``limit=None`` returns every
+        entry. A removed member's history stays readable; an id that was never a member
+        raises :class:`~coaching_credits.MemberNotFound`.
         """
         if limit is not None and (type(limit) is not int or limit < 1):
             raise InvalidRequest(f"invalid limit {limit!r}: expected a positive int", value=limit)
+        if member_id is not None:
+            _check_id(member_id, "member id")
+        wanted = _journal.check_kinds(kinds)
+        if since is not None:
+            _journal.check_moment(since, "since")
+        if until is not None:
+            _journal.check_moment(until, "until")
+        _journal.check_cursor(before)
 
         def read(tx: Transaction) -> list[Transfer]:
             tx.get_workspace(workspace_id)
+            if member_id is not None:
+                _journal.require_known_member(tx, workspace_id, member_id)
+            if wanted is not None and not wanted:
+                return []
             return tx.list_transfers(
                 workspace_id,
                 member_id=member_id,
-                kinds=kinds,
+                kinds=wanted,
                 since=since,
                 until=until,
                 before_sequence=before,
                 limit=limit,
+            )
+
+        return self._read(read)
+
+    def balance_at(self, workspace_id: str, at: datetime, *, member_id: str | None = None) -> int:
+        """Return the pool's balance, or a member's, at time ``at``, read from the journal.
+
+        Entries stamped exactly at ``at`` count. Before the first entry the balance is 0, and
+        so is a removed member's after their removal. ``at`` must carry a time zone.
+        """
+        _journal.check_moment(at, "at")
+        if member_id is not None:
+            _check_id(member_id, "member id")
+
+        def read(tx: Transaction) -> int:
+            tx.get_workspace(workspace_id)
+            if member_id is not None:
+                _journal.require_known_member(tx, workspace_id, member_id)
+            return _journal.balance_at(tx, workspace_id, at, member_id)
+
+        return self._read(read)
+
+    def audit(self, workspace_id: str) -> AuditReport:
+        """Rebuild every balance of a workspace from its journal and compare with the stored ones.
+
+        The journal is summed per member and kind by the backend, so a long journal is not
+        loaded row by row. The report lists each stored balance that disagrees, and whether
+        pool + members = purchased - refunded - spent holds.
+        """
+
+        def read(tx: Transaction) -> AuditReport:
+            _, pool = tx.get_workspace(workspace_id)
+            return _audit.build_report(
+                pool, tx.list_members(workspace_id), tx.journal_totals(workspace_id)
             )
 
         return self._read(read)
@@ -495,6 +767,42 @@ class Ledger:
         now = self._clock()
         stamped = [attrs.evolve(t, id=self._new_id(), created_at=now) for t in transfers]
         return tx.append_transfers(stamped)
+
+    def _commit(self, workspace_id: str, idempotency_key: str | None, plan: _Plan[R]) -> R:
+        return self._write(
+            workspace_id, plan.request, idempotency_key, plan.step, plan.encode, plan.decode
+        )
+
+    def _dry_run(self, workspace_id: str, plan: _Plan[R]) -> Preview[R]:
+        """Run ``plan`` as :meth:`_write` would, then roll the transaction back."""
+
+        def locked_step(tx: Transaction) -> R:
+            workspace, pool = tx.lock_workspace(workspace_id)
+            before = tx.get_members(workspace_id, plan.member_ids)
+            result = plan.step(tx, workspace, pool)
+
+            # Read back what the transaction would commit, then leave by raising, which
+            # makes every backend roll back.
+            _, pool_after = tx.get_workspace(workspace_id)
+            after = tx.get_members(workspace_id, plan.member_ids)
+            raise _RolledBack(
+                Preview(
+                    result=plan.unstamp(result),
+                    pool=BalanceChange(
+                        member_id=None, before=pool.balance, after=pool_after.balance
+                    ),
+                    members=tuple(
+                        BalanceChange(member_id=i, before=before[i].balance, after=after[i].balance)
+                        for i in plan.member_ids
+                    ),
+                )
+            )
+
+        try:
+            self._retrying(workspace_id, locked_step)
+        except _RolledBack as rolled_back:
+            return rolled_back.preview
+        raise AssertionError("unreachable: the dry run always raises _RolledBack")
 
     def _read(self, read: Callable[[Transaction], R]) -> R:
         def step(tx: Transaction) -> R:
@@ -576,6 +884,34 @@ class Ledger:
 @attrs.frozen
 class _Replayed:
     value: object
+
+
+@attrs.frozen
+class _Plan(Generic[R]):
+    """A write call's request and step, shared by the call and its preview.
+
+    ``unstamp`` clears the ids and times that a preview's rolled-back transfers received,
+    and ``member_ids`` names the members a preview reports, in order.
+    """
+
+    request: dict[str, Any]
+    step: Callable[[Transaction, Workspace, Pool], R]
+    encode: Callable[[R], Any]
+    decode: Callable[[Any], R]
+    unstamp: Callable[[R], R]
+    member_ids: tuple[str, ...]
+
+
+class _RolledBack(Exception):
+    """Carries a preview out of its transaction so that the transaction rolls back."""
+
+    def __init__(self, preview: Preview[Any]) -> None:
+        super().__init__("preview rolled back")
+        self.preview = preview
+
+
+def _unstamped(transfer: Transfer) -> Transfer:
+    return attrs.evolve(transfer, id=None, created_at=None, sequence=None)
 
 
 def _check_id(value: object, name: str) -> None:
@@ -705,4 +1041,21 @@ def _decode_set_balances(data: dict[str, Any]) -> SetBalancesResult:
         pool=_codec.pool_from_dict(data["pool"]),
         members=tuple(_codec.member_from_dict(m) for m in data["members"]),
         transfers=tuple(_codec.transfer_from_dict(t) for t in data["transfers"]),
+    )
+
+
+def _encode_reversal(result: ReversalResult) -> dict[str, Any]:
+    return {
+        "pool": _codec.pool_to_dict(result.pool),
+        "member": None if result.member is None else _codec.member_to_dict(result.member),
+        "transfer": _codec.transfer_to_dict(result.transfer),
+    }
+
+
+def _decode_reversal(data: dict[str, Any]) -> ReversalResult:
+    member = data["member"]
+    return ReversalResult(
+        pool=_codec.pool_from_dict(data["pool"]),
+        member=None if member is None else _codec.member_from_dict(member),
+        transfer=_codec.transfer_from_dict(data["transfer"]),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Generic, TypeVar
 
 import attrs
 
@@ -17,8 +18,14 @@ from .errors import InvalidAmount
 
 __all__ = [
     "MAX_AMOUNT",
+    "AuditCheck",
+    "AuditMismatch",
+    "AuditReport",
+    "BalanceChange",
     "Member",
     "Pool",
+    "PoolStatus",
+    "Preview",
     "Role",
     "Transfer",
     "TransferKind",
@@ -50,6 +57,8 @@ class TransferKind(str, enum.Enum):
     SPEND = "spend"
     #: A removed member's whole balance returns to the pool.
     MEMBER_REMOVED = "member_removed"
+    #: Credits of a reversed purchase leave the pool, back to the buyer.
+    REFUND = "refund"
 
 
 def _check_balance(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -126,3 +135,133 @@ class Transfer:
     metadata: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_freeze_metadata)
     #: Id of the transfer this one reverses, or ``None``. A transfer is reversed at most once.
     reverses: str | None = None
+
+
+@attrs.frozen
+class PoolStatus:
+    """A pool's balance beside the workspace's low-pool threshold."""
+
+    workspace_id: str
+    balance: int
+    threshold: int
+
+    @property
+    def is_low(self) -> bool:
+        """Whether the balance is at or below the threshold, so the pool needs a purchase."""
+        return self.balance <= self.threshold
+
+
+class AuditCheck(str, enum.Enum):
+    """Which stored figure an audit compares with the journal."""
+
+    #: The pool's stored balance against the balance rebuilt from the journal.
+    POOL = "pool"
+    #: A member's stored balance against the balance rebuilt from the journal.
+    MEMBER = "member"
+    #: Pool plus all member balances against credits purchased - refunded - spent.
+    CONSERVATION = "conservation"
+
+
+@attrs.frozen
+class AuditMismatch:
+    """One stored figure that disagrees with the journal.
+
+    ``expected`` is rebuilt from the journal, ``stored`` is what the repository holds.
+    ``member_id`` is set for :attr:`AuditCheck.MEMBER` only.
+    """
+
+    check: AuditCheck
+    member_id: str | None
+    expected: int
+    stored: int
+
+
+@attrs.frozen
+class AuditReport:
+    """The outcome of rebuilding a workspace's balances from its journal.
+
+    The totals come from the journal; ``stored_pool`` and ``stored_members_total`` from the
+    stored balances. Conservation holds when
+    ``stored_pool + stored_members_total == purchased - refunded - spent``.
+    """
+
+    workspace_id: str
+    purchased: int
+    refunded: int
+    spent: int
+    expected_pool: int
+    stored_pool: int
+    stored_members_total: int
+    members_checked: int
+    mismatches: tuple[AuditMismatch, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Whether every stored balance agrees with the journal."""
+        return not self.mismatches
+
+    @property
+    def in_circulation(self) -> int:
+        """Credits the journal says the pool and the members hold together."""
+        return self.purchased - self.refunded - self.spent
+
+
+@attrs.frozen
+class BalanceChange:
+    """One balance before and after a change; ``member_id`` is ``None`` for the pool."""
+
+    member_id: str | None
+    before: int
+    after: int
+
+    @property
+    def delta(self) -> int:
+        """Credits gained (positive) or lost (negative)."""
+        return self.after - self.before
+
+
+_Result = TypeVar("_Result")
+
+
+@attrs.frozen
+class Preview(Generic[_Result]):
+    """What a change would do, computed with every check and then rolled back.
+
+    ``result`` equals what the real call would return, except that its transfers have no
+    ``id``, ``created_at`` or ``sequence``, because nothing was stored. ``members`` lists the
+    affected members in the order given.
+    """
+
+    result: _Result
+    pool: BalanceChange
+    members: tuple[BalanceChange, ...]
+
+    @property
+    def net_change(self) -> int:
+        """Credits that would leave the pool (positive) or return to it (negative)."""
+        return self.pool.before - self.pool.after
+
+    def summary(self) -> list[str]:
+        """Describe each balance as one line: ``from`` loses credits, ``to`` gains them.
+
+        For example ``from pool: 100 -> 90 (-10)`` and ``to member 'ann': 0 -> 10 (+10)``.
+        """
+        lines = [_describe_change("pool", self.pool)]
+        lines.extend(_describe_change(f"member {m.member_id!r}", m) for m in self.members)
+        if self.net_change > 0:
+            lines.append(f"net: {self.net_change} credits leave the pool")
+        elif self.net_change < 0:
+            lines.append(f"net: {-self.net_change} credits return to the pool")
+        else:
+            lines.append("net: the pool does not change")
+        return lines
+
+
+def _describe_change(name: str, change: BalanceChange) -> str:
+    if change.delta < 0:
+        side = "from"
+    elif change.delta > 0:
+        side = "to"
+    else:
+        side = "unchanged"
+    return f"{side} {name}: {change.before} -> {change.after} ({change.delta:+d})"

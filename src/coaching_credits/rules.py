@@ -13,18 +13,22 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from .errors import (
+    AlreadyReversed,
     CoachingDisabled,
     InsufficientCredits,
     InvalidAmount,
     InvalidRequest,
     MemberNotFound,
+    NotReversible,
     PermissionDenied,
 )
-from .models import MAX_AMOUNT, Member, Pool, Role, Transfer, TransferKind, Workspace
+from .models import MAX_AMOUNT, Member, Pool, PoolStatus, Role, Transfer, TransferKind, Workspace
 
 __all__ = [
+    "REVERSIBLE_KINDS",
     "MemberRemoval",
     "PurchaseResult",
+    "ReversalResult",
     "SetBalancesResult",
     "SpendResult",
     "TransferResult",
@@ -32,12 +36,16 @@ __all__ = [
     "check_amount",
     "check_balance",
     "check_distinct",
+    "low_balances",
+    "pool_status",
     "purchase",
     "remove_member",
     "require_admin",
     "require_coaching",
+    "reverse",
     "set_balances",
     "set_coaching",
+    "set_low_pool_threshold",
     "spend",
     "transfer_from",
     "transfer_to",
@@ -89,6 +97,19 @@ class SpendResult:
     """Outcome of :func:`spend`."""
 
     member: Member
+    transfer: Transfer
+
+
+@attrs.frozen
+class ReversalResult:
+    """Outcome of :func:`reverse`.
+
+    ``member`` is the member's new value, or ``None`` when a purchase was refunded.
+    ``transfer`` is the opposite entry, with ``reverses`` set to the original's id.
+    """
+
+    pool: Pool
+    member: Member | None
     transfer: Transfer
 
 
@@ -478,4 +499,158 @@ def set_coaching(workspace: Workspace, enabled: bool, *, actor: Member) -> Works
             f"invalid enabled flag {enabled!r}: expected true or false", value=enabled
         )
     require_admin(workspace, actor, "switch coaching on or off", actor.id)
-    return Workspace(id=workspace.id, coaching_enabled=enabled)
+    return attrs.evolve(workspace, coaching_enabled=enabled)
+
+
+def set_low_pool_threshold(workspace: Workspace, threshold: int, *, actor: Member) -> Workspace:
+    """Return ``workspace`` with a new low-pool threshold; ``actor`` must be an admin.
+
+    The pool counts as low at or below ``threshold`` credits. It works while coaching is
+    disabled, because it only changes how the pool is reported.
+    """
+    check_balance(threshold, field="threshold")
+    require_admin(workspace, actor, "set the low-pool threshold", actor.id)
+    return attrs.evolve(workspace, low_pool_threshold=threshold)
+
+
+def pool_status(workspace: Workspace, pool: Pool) -> PoolStatus:
+    """Return the pool's balance beside the workspace's low-pool threshold."""
+    _require_pool(workspace, pool)
+    return PoolStatus(
+        workspace_id=workspace.id, balance=pool.balance, threshold=workspace.low_pool_threshold
+    )
+
+
+def low_balances(members: Iterable[Member], threshold: int) -> list[Member]:
+    """Return the members whose balance is at or below ``threshold``, by balance, then id."""
+    check_balance(threshold, field="threshold")
+    low = [m for m in members if m.balance <= threshold]
+    return sorted(low, key=lambda m: (m.balance, m.id))
+
+
+#: The kinds :func:`reverse` accepts. A transfer to or from a member is undone by the
+#: opposite move, and a purchase by a refund. Spends, member removals, refunds and reversals
+#: are final: see :func:`reverse` for why.
+REVERSIBLE_KINDS = frozenset(
+    {TransferKind.TRANSFER_TO, TransferKind.TRANSFER_FROM, TransferKind.PURCHASE}
+)
+
+_FINAL_KINDS = {
+    TransferKind.SPEND: (
+        "spent credits paid for coaching outside the workspace, and giving them back would "
+        "create credits no purchase paid for; transfer credits from the pool instead"
+    ),
+    TransferKind.MEMBER_REMOVED: (
+        "the member left; add the member again and transfer credits to them instead"
+    ),
+    TransferKind.REFUND: "the credits went back to the buyer; record a new purchase instead",
+}
+
+
+def reverse(
+    workspace: Workspace,
+    pool: Pool,
+    original: Transfer,
+    *,
+    actor: Member,
+    member: Member | None,
+    reversal: Transfer | None = None,
+    member_left: bool = False,
+    reason: str | None = None,
+    metadata: Metadata | None = None,
+) -> ReversalResult:
+    """Undo ``original`` with the opposite transfer, linked to it through ``reverses``.
+
+    A transfer to a member is undone by a transfer from them, a transfer from a member by a
+    transfer to them, and a purchase by a ``REFUND`` that takes the credits out of the pool.
+    ``actor`` must be an admin; moves between pool and member also need coaching enabled,
+    refunds do not (like purchases, they are the billing system's side).
+
+    ``member`` is the original's member as stored now (``None`` if missing or for a
+    purchase), ``reversal`` the entry that already reverses ``original``, if any, and
+    ``member_left`` whether the member was removed after ``original``.
+
+    Raises :class:`NotReversible` for spends, member removals, refunds, reversals and moves
+    of a member who left since; :class:`AlreadyReversed` when ``reversal`` is given;
+    :class:`InsufficientCredits` when the member or pool no longer holds the credits.
+    """
+    action = "reverse transfers"
+    require_admin(workspace, actor, action, actor.id)
+    transfer_id = original.id or ""
+    kind = original.kind
+    if original.reverses is not None:
+        raise NotReversible(
+            workspace_id=workspace.id,
+            transfer_id=transfer_id,
+            kind=kind.value,
+            why=(
+                f"it reverses transfer {original.reverses!r} and a reversal is final; "
+                f"make a new transfer instead"
+            ),
+        )
+    if kind not in REVERSIBLE_KINDS:
+        raise NotReversible(
+            workspace_id=workspace.id,
+            transfer_id=transfer_id,
+            kind=kind.value,
+            why=_FINAL_KINDS.get(kind, "this kind of transfer is final"),
+        )
+    if reversal is not None:
+        raise AlreadyReversed(
+            workspace_id=workspace.id, transfer_id=transfer_id, reversal_id=reversal.id or ""
+        )
+
+    if kind is TransferKind.PURCHASE:
+        return _refund(workspace, pool, original, actor, reason, metadata)
+
+    require_coaching(workspace, action)
+    assert original.member_id is not None  # transfers to and from a member always name one
+    if member_left:
+        raise NotReversible(
+            workspace_id=workspace.id,
+            transfer_id=transfer_id,
+            kind=kind.value,
+            why=(
+                f"member {original.member_id!r} was removed after it and their balance went "
+                f"back to the pool; make a new transfer instead"
+            ),
+        )
+    if member is None:
+        raise MemberNotFound(workspace_id=workspace.id, member_id=original.member_id)
+    opposite = transfer_from if kind is TransferKind.TRANSFER_TO else transfer_to
+    moved = opposite(
+        workspace, pool, member, original.amount, actor=actor, reason=reason, metadata=metadata
+    )
+    return ReversalResult(
+        pool=moved.pool,
+        member=moved.member,
+        transfer=attrs.evolve(moved.transfer, reverses=original.id),
+    )
+
+
+def _refund(
+    workspace: Workspace,
+    pool: Pool,
+    original: Transfer,
+    actor: Member,
+    reason: str | None,
+    metadata: Metadata | None,
+) -> ReversalResult:
+    _require_pool(workspace, pool)
+    if pool.balance < original.amount:
+        raise InsufficientCredits(
+            workspace_id=workspace.id, requested=original.amount, available=pool.balance
+        )
+    new_pool = Pool(workspace_id=pool.workspace_id, balance=pool.balance - original.amount)
+    transfer = Transfer(
+        workspace_id=workspace.id,
+        member_id=None,
+        kind=TransferKind.REFUND,
+        amount=original.amount,
+        actor_id=actor.id,
+        pool_balance=new_pool.balance,
+        reason=reason,
+        metadata=metadata or (),
+        reverses=original.id,
+    )
+    return ReversalResult(pool=new_pool, member=None, transfer=transfer)
