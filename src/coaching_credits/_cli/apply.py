@@ -231,6 +231,8 @@ def apply_lines(
                 print(f"line {number}: {outcome}", file=stderr)
             if progress is not None:
                 progress.update(done_bytes, summary.lines)
+        if progress is not None:
+            progress.update(done_bytes, summary.lines, force=True)
     finally:
         if progress is not None:
             progress.clear()

@@ -75,8 +75,8 @@ def migrate_database(database: str) -> str:
     """Create or upgrade the schema at ``database``; return a sentence saying what ran."""
     if is_postgres(database):
         postgres = _import_postgres()
-        postgres.migrate(database)
-        return "migrated the PostgreSQL schema coaching_credits"
+        version = postgres.migrate(database)
+        return f"migrated the PostgreSQL schema coaching_credits to version {version}"
     open_repository(database, create=True).close()
     return f"migrated the SQLite database {database}"
 
