@@ -683,7 +683,7 @@ class Ledger:
         workspace_id: str,
         *,
         member_id: str | None = None,
-        kinds: Collection[TransferKind] | None = None,
+        kinds: Collection[TransferKind | str] | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         before: int | None = None,
