@@ -1,17 +1,15 @@
 """Rebuild a workspace's balances from journal totals and compare them with the stored ones.
 
-Every entry kind moves its amount in one fixed direction, so per-kind sums are enough:
+Every entry kind moves its amount in one fixed direction, so sums per member and kind are
+enough to rebuild every balance::
 
-========================  ======  ==========
-kind                      pool    its member
-========================  ======  ==========
-``purchase``              \\+      (none)
-``refund``                \\-      (none)
-``transfer_to``           \\-      \\+
-``transfer_from``         \\+      \\-
-``spend``                 0       \\-
-``member_removed``        \\+      \\-
-========================  ======  ==========
+    kind            pool   its member
+    purchase        +      (none)
+    refund          -      (none)
+    transfer_to     -      +
+    transfer_from   +      -
+    spend           0      -
+    member_removed  +      -
 
 A reversal is recorded with the kind of the opposite move, so it needs no row of its own.
 """

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from . import _audit, _codec, _journal, rules
+from . import _audit, _codec, _journal, _replay, rules
 from .errors import (
     ConcurrencyConflict,
     IdempotencyConflict,
@@ -199,7 +199,12 @@ class Ledger:
             return attrs.evolve(result, transfer=transfer)
 
         return self._write(
-            workspace_id, request, idempotency_key, step, _encode_removal, _decode_removal
+            workspace_id,
+            request,
+            idempotency_key,
+            step,
+            _replay.encode_removal,
+            _replay.decode_removal,
         )
 
     def set_coaching(
@@ -291,7 +296,12 @@ class Ledger:
             return attrs.evolve(result, transfer=transfer)
 
         return self._write(
-            workspace_id, request, idempotency_key, step, _encode_purchase, _decode_purchase
+            workspace_id,
+            request,
+            idempotency_key,
+            step,
+            _replay.encode_purchase,
+            _replay.decode_purchase,
         )
 
     def transfer_to(
@@ -419,8 +429,8 @@ class Ledger:
         return _Plan(
             request=request,
             step=step,
-            encode=_encode_transfer,
-            decode=_decode_transfer,
+            encode=_replay.encode_transfer,
+            decode=_replay.decode_transfer,
             unstamp=lambda r: attrs.evolve(r, transfer=_unstamped(r.transfer)),
             member_ids=(member_id,),
         )
@@ -517,8 +527,8 @@ class Ledger:
         return _Plan(
             request=request,
             step=step,
-            encode=_encode_set_balances,
-            decode=_decode_set_balances,
+            encode=_replay.encode_set_balances,
+            decode=_replay.decode_set_balances,
             unstamp=lambda r: attrs.evolve(r, transfers=tuple(_unstamped(t) for t in r.transfers)),
             member_ids=tuple(ids),
         )
@@ -556,7 +566,7 @@ class Ledger:
             return attrs.evolve(result, transfer=transfer)
 
         return self._write(
-            workspace_id, request, idempotency_key, step, _encode_spend, _decode_spend
+            workspace_id, request, idempotency_key, step, _replay.encode_spend, _replay.decode_spend
         )
 
     def reverse(
@@ -631,7 +641,12 @@ class Ledger:
             return attrs.evolve(result, transfer=transfer)
 
         return self._write(
-            workspace_id, request, idempotency_key, step, _encode_reversal, _decode_reversal
+            workspace_id,
+            request,
+            idempotency_key,
+            step,
+            _replay.encode_reversal,
+            _replay.decode_reversal,
         )
 
     # Reads --------------------------------------------------------------------------------
@@ -970,92 +985,3 @@ def _found(found: Mapping[str, Member], workspace_id: str, member_id: str) -> Me
     if member is None:
         raise MemberNotFound(workspace_id=workspace_id, member_id=member_id)
     return member
-
-
-def _encode_transfer(result: TransferResult) -> dict[str, Any]:
-    return {
-        "pool": _codec.pool_to_dict(result.pool),
-        "member": _codec.member_to_dict(result.member),
-        "transfer": _codec.transfer_to_dict(result.transfer),
-    }
-
-
-def _decode_transfer(data: dict[str, Any]) -> TransferResult:
-    return TransferResult(
-        pool=_codec.pool_from_dict(data["pool"]),
-        member=_codec.member_from_dict(data["member"]),
-        transfer=_codec.transfer_from_dict(data["transfer"]),
-    )
-
-
-def _encode_removal(result: MemberRemoval) -> dict[str, Any]:
-    return _encode_transfer(result)  # type: ignore[arg-type]
-
-
-def _decode_removal(data: dict[str, Any]) -> MemberRemoval:
-    return MemberRemoval(
-        pool=_codec.pool_from_dict(data["pool"]),
-        member=_codec.member_from_dict(data["member"]),
-        transfer=_codec.transfer_from_dict(data["transfer"]),
-    )
-
-
-def _encode_purchase(result: PurchaseResult) -> dict[str, Any]:
-    return {
-        "pool": _codec.pool_to_dict(result.pool),
-        "transfer": _codec.transfer_to_dict(result.transfer),
-    }
-
-
-def _decode_purchase(data: dict[str, Any]) -> PurchaseResult:
-    return PurchaseResult(
-        pool=_codec.pool_from_dict(data["pool"]),
-        transfer=_codec.transfer_from_dict(data["transfer"]),
-    )
-
-
-def _encode_spend(result: SpendResult) -> dict[str, Any]:
-    return {
-        "member": _codec.member_to_dict(result.member),
-        "transfer": _codec.transfer_to_dict(result.transfer),
-    }
-
-
-def _decode_spend(data: dict[str, Any]) -> SpendResult:
-    return SpendResult(
-        member=_codec.member_from_dict(data["member"]),
-        transfer=_codec.transfer_from_dict(data["transfer"]),
-    )
-
-
-def _encode_set_balances(result: SetBalancesResult) -> dict[str, Any]:
-    return {
-        "pool": _codec.pool_to_dict(result.pool),
-        "members": [_codec.member_to_dict(m) for m in result.members],
-        "transfers": [_codec.transfer_to_dict(t) for t in result.transfers],
-    }
-
-
-def _decode_set_balances(data: dict[str, Any]) -> SetBalancesResult:
-    return SetBalancesResult(
-        pool=_codec.pool_from_dict(data["pool"]),
-        members=tuple(_codec.member_from_dict(m) for m in data["members"]),
-        transfers=tuple(_codec.transfer_from_dict(t) for t in data["transfers"]),
-    )
-
-
-def _encode_reversal(result: ReversalResult) -> dict[str, Any]:
-    return {
-        "pool": _codec.pool_to_dict(result.pool),
-        "member": None if result.member is None else _codec.member_to_dict(result.member),
-        "transfer": _codec.transfer_to_dict(result.transfer),
-    }
-
-
-def _decode_reversal(data: dict[str, Any]) -> ReversalResult:
-    member = data["member"]
-    return ReversalResult(
-        pool=_codec.pool_from_dict(data["pool"]),
-        member=None if member is None else _codec.member_from_dict(member),
-        transfer=_codec.transfer_from_dict(data["transfer"]),
-    )

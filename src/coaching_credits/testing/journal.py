@@ -13,6 +13,7 @@ backends; override it for another backend, or those tests skip.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -490,6 +491,33 @@ class JournalContract:
         assert caught.value.reversal_id == first.id
         assert str(first.id) in str(caught.value)
         assert _state(ledger) == before
+
+    def test_concurrent_reversals(self, ledger: Ledger, repository: Repository) -> None:
+        """Of several threads reversing one transfer at once, exactly one succeeds."""
+        given = ledger.transfer_to(WS, "ann", 30, actor="adm").transfer
+        barrier = threading.Barrier(4)
+        outcomes: list[str] = []
+
+        def reverse() -> None:
+            own = Ledger(repository)
+            barrier.wait()
+            try:
+                own.reverse(WS, given.id or "", actor="adm")
+            except AlreadyReversed:
+                outcomes.append("already reversed")
+            else:
+                outcomes.append("reversed")
+
+        threads = [threading.Thread(target=reverse) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert sorted(outcomes) == ["already reversed"] * 3 + ["reversed"]
+        assert ledger.member(WS, "ann").balance == 0
+        assert ledger.pool(WS).balance == 100
+        assert len(ledger.history(WS, member_id="ann")) == 2
 
     def test_reverse_replays_with_key(self, ledger: Ledger) -> None:
         """The same key returns the first reversal instead of raising."""
