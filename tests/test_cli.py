@@ -148,7 +148,7 @@ def test_database_path_is_directory(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_missing_psycopg_names_extra(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A postgresql:// database without psycopg says which extra to install."""
+    """A postgresql:// database without psycopg names the extra to install."""
     # None in sys.modules makes the import raise ImportError, as when psycopg is missing.
     monkeypatch.setitem(sys.modules, "psycopg", None)
     monkeypatch.delitem(sys.modules, "coaching_credits.repository.postgres", raising=False)
@@ -232,7 +232,7 @@ def test_import_members(team: Cli, tmp_path: Path) -> None:
 
 
 def test_reimport_adds_nothing(team: Cli, tmp_path: Path) -> None:
-    """Importing an unchanged file again adds nobody and says how many were present."""
+    """Importing an unchanged file again adds no member and reports how many were present."""
     out = team.ok("import-members", "acme", str(tmp_path / "members.csv"))
     assert "imported 0 members" in out
     assert "4 were already present" in out
@@ -393,7 +393,7 @@ def test_transfer_to_and_from(team: Cli) -> None:
 
 
 def test_key_replays(team: Cli) -> None:
-    """Repeating a command with the same key changes nothing and says so."""
+    """Repeating a command with the same key changes nothing and reports the replay."""
     team.ok("transfer-to", "acme", "me-1", "10", "--actor", "ad-1", "--key", "k-1")
     out = team.ok("transfer-to", "acme", "me-1", "10", "--actor", "ad-1", "--key", "k-1")
     assert out.startswith("replayed key 'k-1', nothing changed: ")

@@ -354,11 +354,11 @@ def test_final_balances_match_model(northwind: Run) -> None:
 def test_conservation(northwind: Run) -> None:
     """(c) Pool plus member balances equals purchases minus spends, by journal and by model."""
     balances = northwind.second_balances
-    held = balances["pool"] + sum(m["balance"] for m in balances["members"])
+    in_workspace = balances["pool"] + sum(m["balance"] for m in balances["members"])
 
     purchased = sum(t["amount"] for t in northwind.journal if t["kind"] == "purchase")
     spent = sum(t["amount"] for t in northwind.journal if t["kind"] == "spend")
-    assert held == purchased - spent
+    assert in_workspace == purchased - spent
 
     ws = northwind.model.workspaces[WORKSPACE]
     assert purchased == ws.purchased

@@ -1,7 +1,7 @@
 """The ``coaching-credits`` command-line tool, split by concept.
 
 ``app`` builds the argument parser and runs a command; ``database`` opens the repository named
-by ``--db``; ``operations`` holds the one-operation commands; ``apply`` replays a JSON lines
+by ``--db``; ``operations`` contains the one-operation commands; ``apply`` replays a JSON lines
 file; ``members_csv`` imports a member list; ``output`` prints values as text or JSON; ``demo``
 walks through an admin's day. The public entry point is :func:`coaching_credits.cli.main`.
 """

@@ -46,11 +46,11 @@ class ApplySummary:
 
 
 class _MalformedLine(Exception):
-    """A line that is not a well-formed operation; the message says which part is wrong."""
+    """A line that is not a well-formed operation; the message names the wrong part."""
 
 
-# What each field must be. "amount" fields may hold any JSON value: the library checks them, so
-# `true`, `2.5` and `"3"` are rejected with InvalidAmount like any other bad amount.
+# The expected kind of each field. Amount and balance fields may contain any JSON value because
+# the library checks them, so `true`, `2.5` and `"3"` are rejected with InvalidAmount.
 _STRING = "a string"
 _ANY = "any value"
 _STRINGS = "a list of strings"

@@ -42,7 +42,7 @@ def resolve_database(option: str | None) -> str:
 
 
 def is_postgres(database: str) -> bool:
-    """Whether ``database`` is a PostgreSQL connection URI rather than a SQLite path."""
+    """Return whether ``database`` is a PostgreSQL connection URI rather than a SQLite path."""
     return database.startswith(_POSTGRES_PREFIXES)
 
 

@@ -1,6 +1,6 @@
 """The ``import-members`` command: add the members listed in a CSV export.
 
-The whole file is checked before anything is added, so a file with a bad row adds nobody.
+The whole file is checked before anything is added, so a file with a bad row adds no member.
 Members already in the workspace with the same role are skipped, which makes a re-import of an
 unchanged file add nothing.
 """
