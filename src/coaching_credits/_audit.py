@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 
 from .models import AuditCheck, AuditMismatch, AuditReport, Member, Pool, TransferKind
 
-#: How one credit of each kind changes the pool and the entry's member.
+#: Change per credit of each kind to the pool, and to the entry's member.
 _POOL_SIGN = {
     TransferKind.PURCHASE: 1,
     TransferKind.REFUND: -1,
@@ -46,7 +46,7 @@ def build_report(
 ) -> AuditReport:
     """Compare ``pool`` and ``members`` (stored) with the journal ``totals`` of their workspace.
 
-    ``totals`` holds ``(member_id, kind, sum of amounts)`` rows. A member who left has no
+    ``totals`` contains ``(member_id, kind, sum of amounts)`` rows. A member who left has no
     stored row, so the journal must bring their balance back to 0.
     """
     by_kind = dict.fromkeys(TransferKind, 0)

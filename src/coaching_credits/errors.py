@@ -229,7 +229,7 @@ class AlreadyReversed(CreditError):
 
 
 class NotReversible(CreditError):
-    """The transfer's kind or history does not allow a reversal; ``why`` says which."""
+    """The transfer's kind or history does not allow a reversal, as ``why`` explains."""
 
     def __init__(self, *, workspace_id: str, transfer_id: str, kind: str, why: str) -> None:
         self.workspace_id = workspace_id

@@ -582,8 +582,9 @@ class Ledger:
         """Undo a transfer with the opposite one, linked to it through ``reverses``.
 
         Transfers to and from a member can be reversed while coaching is enabled, and
-        purchases are reversed as refunds; spends, member removals, refunds and reversals
-        are final (:class:`~coaching_credits.NotReversible`). ``actor`` must be an admin.
+        purchases are reversed as refunds. Spends, member removals, refunds and reversals
+        are final, so they raise :class:`~coaching_credits.NotReversible`. ``actor`` must be
+        an admin.
         A transfer is reversed at most once: a second attempt raises
         :class:`~coaching_credits.AlreadyReversed` with the first reversal's id. When the
         member or the pool no longer holds the credits it raises

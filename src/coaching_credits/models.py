@@ -152,7 +152,7 @@ class PoolStatus:
 
 
 class AuditCheck(str, enum.Enum):
-    """Which stored figure an audit compares with the journal."""
+    """The stored figure that an audit compares with the journal."""
 
     #: The pool's stored balance against the balance rebuilt from the journal.
     POOL = "pool"
@@ -202,7 +202,7 @@ class AuditReport:
 
     @property
     def in_circulation(self) -> int:
-        """Credits the journal says the pool and the members hold together."""
+        """Credits that the pool and the members should hold together, according to the journal."""
         return self.purchased - self.refunded - self.spent
 
 
@@ -225,7 +225,7 @@ _Result = TypeVar("_Result")
 
 @attrs.frozen
 class Preview(Generic[_Result]):
-    """What a change would do, computed with every check and then rolled back.
+    """The outcome a change would have, computed with every check and then rolled back.
 
     ``result`` equals what the real call would return, except that its transfers have no
     ``id``, ``created_at`` or ``sequence``, because nothing was stored. ``members`` lists the

@@ -530,7 +530,7 @@ def low_balances(members: Iterable[Member], threshold: int) -> list[Member]:
 
 #: The kinds :func:`reverse` accepts. A transfer to or from a member is undone by the
 #: opposite move, and a purchase by a refund. Spends, member removals, refunds and reversals
-#: are final: see :func:`reverse` for why.
+#: are final, and :class:`NotReversible` gives the reason for each.
 REVERSIBLE_KINDS = frozenset(
     {TransferKind.TRANSFER_TO, TransferKind.TRANSFER_FROM, TransferKind.PURCHASE}
 )
@@ -572,7 +572,7 @@ def reverse(
 
     Raises :class:`NotReversible` for spends, member removals, refunds, reversals and moves
     of a member who left since; :class:`AlreadyReversed` when ``reversal`` is given;
-    :class:`InsufficientCredits` when the member or pool no longer holds the credits.
+    :class:`InsufficientCredits` when the member or the pool no longer has the credits.
     """
     action = "reverse transfers"
     require_admin(workspace, actor, action, actor.id)

@@ -7,7 +7,7 @@
         pass
 
 The audit tests change a stored balance behind the library's back through
-:meth:`JournalContract.set_stored_balance`, which knows the in-memory, SQLite and PostgreSQL
+:meth:`JournalContract.set_stored_balance`, which handles the in-memory, SQLite and PostgreSQL
 backends; override it for another backend, or those tests skip.
 """
 
@@ -105,7 +105,7 @@ class JournalContract:
 
     @pytest.fixture
     def ledger(self, repository: Repository, clock: StepClock) -> Iterator[Ledger]:
-        """A ledger with workspace ``acme``: admin ``adm``, members ``ann``, ``bob``; pool 100."""
+        """Create workspace ``acme``: admin ``adm``, members ``ann`` and ``bob``, pool 100."""
         ledger = Ledger(repository, clock=clock)
         ledger.create_workspace(WS)
         ledger.add_member(WS, "adm", role=Role.ADMIN)
@@ -456,7 +456,7 @@ class JournalContract:
         assert report.refunded == 40
 
     def test_refund_needs_pool_credits(self, ledger: Ledger) -> None:
-        """A refund fails when the pool no longer holds the purchased credits."""
+        """A refund fails once the pool has less than the purchased credits."""
         bought = ledger.history(WS, limit=1)[0]
         ledger.transfer_to(WS, "ann", 80, actor="adm")
         before = _state(ledger)
