@@ -84,7 +84,11 @@ def balance_at(tx: Transaction, workspace_id: str, at: datetime, member_id: str 
     """
     # NOTE: "last" means the highest sequence among entries stamped at or before ``at``. It
     # matches time order as long as the ledger's clock never runs backwards.
-    latest = tx.list_transfers(workspace_id, member_id=member_id, until=at + _TICK, limit=1)
+    try:
+        until: datetime | None = at + _TICK
+    except OverflowError:
+        until = None  # ``at`` is the latest time a datetime can hold, so every entry counts
+    latest = tx.list_transfers(workspace_id, member_id=member_id, until=until, limit=1)
     if not latest:
         return 0
     entry = latest[0]

@@ -337,6 +337,8 @@ class JournalContract:
         assert ledger.balance_at(WS, removed.created_at) == 90
         assert ledger.balance_at(WS, removed.created_at, member_id="ann") == 0
         assert ledger.balance_at(WS, removed.created_at, member_id="bob") == 0
+        latest = datetime.max.replace(tzinfo=timezone.utc)
+        assert ledger.balance_at(WS, latest) == 90
 
     def test_balance_at_unknown(self, ledger: Ledger) -> None:
         """An unknown member or workspace is reported, not read as 0."""
