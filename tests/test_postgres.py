@@ -7,9 +7,11 @@ driver errors, and ledger calls inside a host application's own transaction.
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -516,3 +518,69 @@ def test_conflict_rolls_back_to_savepoint(
 
     assert _order_ids(admin, orders) == ["order-5", "order-6"]
     assert Ledger(repository).pool("ws").balance == 100
+
+
+def test_audit_sees_one_snapshot(conninfo: str, repository: PostgresRepository) -> None:
+    """An audit during concurrent writes always balances: its queries share one snapshot."""
+    writer = PostgresRepository(conninfo, schema=repository.schema)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        ledger = Ledger(writer)
+        try:
+            while not stop.is_set():
+                ledger.purchase("ws", 2)
+                ledger.transfer_to("ws", "m", 2, actor="admin")
+                ledger.spend("ws", "m", 1)
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        reports = [Ledger(repository).audit("ws") for _ in range(200)]
+    finally:
+        stop.set()
+        thread.join(60)
+        writer.close()
+
+    assert errors == []
+    assert [r for r in reports if not r.ok] == []
+    assert len({r.purchased for r in reports}) > 1, "the writer never overlapped an audit"
+
+
+# The guide's examples -------------------------------------------------------------------------
+
+GUIDE = Path(__file__).parents[1] / "docs" / "postgresql.md"
+
+
+def test_guide_examples_run(postgres_database: str) -> None:
+    """The Python blocks of docs/postgresql.md run in order in a fresh database."""
+    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 4
+    name = f"coaching_credits_guide_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_database, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    guide_conninfo = psycopg.conninfo.make_conninfo(postgres_database, dbname=name)
+    namespace: dict[str, Any] = {}
+    opened: list[PostgresRepository] = []
+    try:
+        with psycopg.connect(guide_conninfo, autocommit=True) as connection:
+            connection.execute("CREATE TABLE orders (id text PRIMARY KEY, member_id text)")
+        for block in blocks:
+            # The examples name a made-up server; run them against the test database.
+            code = re.sub(r'"postgresql://\w+@db\.internal/credits"', repr(guide_conninfo), block)
+            exec(compile(code, str(GUIDE), "exec"), namespace)
+            # A later block may rebind a name, so collect the repositories to close each time.
+            opened += [v for v in namespace.values() if isinstance(v, PostgresRepository)]
+
+        with psycopg.connect(guide_conninfo) as connection:
+            orders = connection.execute("SELECT id FROM orders").fetchall()
+        assert orders == [("order-17",)]
+    finally:
+        for repository in opened:
+            repository.close()
+        with psycopg.connect(postgres_database, autocommit=True) as admin:
+            query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+            admin.execute(query.format(sql.Identifier(name)))
