@@ -52,6 +52,8 @@ class ModelWorkspace:
     members: dict[str, list[Any]] = field(default_factory=dict)
     # idempotency key -> the line's fields without "key" and "at"
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (idempotency key, canonical JSON of the fields) -> the error that rejected them
+    rejections: dict[tuple[str, str], str] = field(default_factory=dict)
     purchased: int = 0
     spent: int = 0
 
@@ -108,7 +110,17 @@ class Model:
                 raise Rejected("IdempotencyConflict")
             return "replayed"
 
-        getattr(self, f"_{op}")(ws, line)
+        # A rejected keyed request is remembered: resending it unchanged is rejected the
+        # same way, while a corrected request with the same key is checked afresh.
+        fields = json.dumps(request, sort_keys=True)
+        if key is not None and (key, fields) in ws.rejections:
+            raise Rejected(ws.rejections[key, fields])
+        try:
+            getattr(self, f"_{op}")(ws, line)
+        except Rejected as rejection:
+            if key is not None:
+                ws.rejections[key, fields] = str(rejection)
+            raise
         if key is not None:
             ws.keys[key] = request
         return "applied"
@@ -393,15 +405,6 @@ def test_second_apply_repeats_stateless_rejections(northwind: Run) -> None:
             assert northwind.second_outcomes[number] == first, number
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a rejected line does not use up its key, so a line rejected for the state of the "
-        "moment (CoachingDisabled, InsufficientCredits) is evaluated afresh on the second "
-        "apply and may succeed or fail differently; 'nothing changes' holds only for lines "
-        "rejected for their own content"
-    ),
-)
 def test_second_apply_changes_nothing(northwind: Run) -> None:
     """(e) The second apply applies nothing and leaves every balance as it was."""
     assert northwind.second_summary["applied"] == 0

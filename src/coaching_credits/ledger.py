@@ -7,6 +7,7 @@ reports a clash with a concurrent writer, the whole step runs again, a bounded n
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -18,9 +19,10 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from . import _audit, _codec, _journal, _replay, rules
+from . import _audit, _codec, _journal, _rejections, _replay, rules
 from .errors import (
     ConcurrencyConflict,
+    CreditError,
     IdempotencyConflict,
     InvalidRequest,
     MemberNotFound,
@@ -290,7 +292,17 @@ class Ledger:
         request = {"op": "purchase", "amount": amount, **_note_request(reason, metadata)}
 
         def step(tx: Transaction, workspace: Workspace, pool: Pool) -> PurchaseResult:
-            result = rules.purchase(workspace, pool, amount, reason=reason, metadata=metadata)
+            # NOTE: summing every member costs one read of the member table per purchase;
+            # purchases are rare next to transfers and spends, so the cost is accepted.
+            members_total = sum(m.balance for m in tx.list_members(workspace_id))
+            result = rules.purchase(
+                workspace,
+                pool,
+                amount,
+                members_total=members_total,
+                reason=reason,
+                metadata=metadata,
+            )
             tx.update_pool(result.pool)
             (transfer,) = self._append(tx, [result.transfer])
             return attrs.evolve(result, transfer=transfer)
@@ -852,6 +864,11 @@ class Ledger:
                             request=request,
                         )
                     return _Replayed(decode(_codec.loads(record.response)))  # type: ignore[return-value]
+                rejection = tx.get_idempotency(
+                    workspace_id, _rejection_key(idempotency_key, request_text)
+                )
+                if rejection is not None:
+                    raise _rejections.decode(rejection.response)
             result = step(tx, workspace, pool)
             if idempotency_key is not None:
                 tx.put_idempotency(
@@ -865,12 +882,53 @@ class Ledger:
                 )
             return result
 
-        outcome = self._retrying(workspace_id, locked_step)
+        try:
+            outcome = self._retrying(workspace_id, locked_step)
+        except _rejections.REMEMBERED as error:
+            if idempotency_key is not None and not _rejections.is_replayed(error):
+                self._remember_rejection(workspace_id, idempotency_key, request_text, error)
+            raise
         if isinstance(outcome, _Replayed):
             self._local.replayed = True
             return outcome.value  # type: ignore[return-value]  # _Replayed wraps an R
         self._local.replayed = False
         return outcome
+
+    def _remember_rejection(
+        self, workspace_id: str, key: str, request_text: str, error: CreditError
+    ) -> None:
+        """Store a rejected keyed request, so an identical resend is rejected the same way.
+
+        The record lives under a key derived from the request, never under ``key`` itself,
+        so the key stays free: a corrected request with the same key runs normally.
+        """
+        rejection_key = _rejection_key(key, request_text)
+
+        def step(tx: Transaction) -> None:
+            tx.lock_workspace(workspace_id)
+            if tx.get_idempotency(workspace_id, key) is not None:
+                return  # a concurrent call with this key succeeded meanwhile
+            if tx.get_idempotency(workspace_id, rejection_key) is not None:
+                return
+            tx.put_idempotency(
+                IdempotencyRecord(
+                    workspace_id=workspace_id,
+                    key=rejection_key,
+                    request=request_text,
+                    response=_rejections.encode(error),
+                    created_at=self._clock(),
+                )
+            )
+
+        try:
+            self._retrying(workspace_id, step)
+        except ConcurrencyConflict as conflict:
+            # The rejection itself stands; only its record is missing, so an identical
+            # resend is checked again against the state at that time.
+            logger.warning(
+                "workspace %r: could not record the rejection of key %r: %s",
+                workspace_id, key, conflict,
+            )  # fmt: skip
 
     def _retrying(self, workspace_id: str, step: Callable[[Transaction], R]) -> R:
         delay = self._retry_delay
@@ -895,6 +953,15 @@ class Ledger:
                 time.sleep(random.uniform(0, delay))
                 delay *= 2
         raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _rejection_key(key: str, request_text: str) -> str:
+    """Return the storage key of a rejected request made with idempotency key ``key``.
+
+    It is longer than any accepted idempotency key, so it never collides with one.
+    """
+    digest = hashlib.sha256(f"{key}\n{request_text}".encode()).hexdigest()
+    return f"{'~' * MAX_KEY_LENGTH}rejected:{digest}"
 
 
 @attrs.frozen

@@ -179,18 +179,23 @@ def purchase(
     pool: Pool,
     amount: int,
     *,
+    members_total: int = 0,
     reason: str | None = None,
     metadata: Metadata | None = None,
 ) -> PurchaseResult:
     """Add ``amount`` bought credits to the pool.
 
-    Raises :class:`InvalidAmount` when the amount is not valid or the pool would pass
-    :data:`MAX_AMOUNT`. A purchase needs no admin and works while coaching is disabled,
-    because buying is the billing system's job.
+    ``members_total`` is the sum of the workspace's member balances. Raises
+    :class:`InvalidAmount` when the amount is not valid or the credits in the workspace
+    (pool plus members) would pass :data:`MAX_AMOUNT`: keeping that total within the limit
+    keeps every balance, and every running balance in the journal, within it too. A purchase
+    needs no admin and works while coaching is disabled, because buying is the billing
+    system's job.
     """
     check_amount(amount)
+    check_balance(members_total, field="members_total")
     _require_pool(workspace, pool)
-    _check_fits(pool.balance, amount)
+    _check_fits(pool.balance + members_total, amount)
 
     new_pool = Pool(workspace_id=pool.workspace_id, balance=pool.balance + amount)
     transfer = Transfer(
