@@ -6,6 +6,7 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -24,6 +25,7 @@ from .database import (
     resolve_database,
 )
 from .demo import run_demo
+from .journal import JOURNAL_COMMANDS
 from .members_csv import import_members, print_import_result
 from .operations import OPERATIONS
 from .output import FORMATS, Balances, print_balances, print_history
@@ -55,6 +57,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _moment(text: str) -> datetime:
+    # Python 3.10's fromisoformat does not read a trailing "Z", so it is spelled out first.
+    normalized = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
+    try:
+        value = datetime.fromisoformat(normalized)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: expected ISO 8601 with a UTC offset, "
+            f"such as 2026-01-31T18:00:00+01:00"
+        ) from None
+    if value.utcoffset() is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: it has no UTC offset; add one, such as +00:00 or Z"
+        )
+    return value
+
+
+def _metadata_item(text: str) -> tuple[str, str]:
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(
+            f"invalid metadata {text!r}: expected KEY=VALUE with a non-empty KEY"
+        )
+    return key, value
+
+
 def _add_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=FORMATS, default="text", help="output format (default: text)"
@@ -68,8 +96,23 @@ def _add_key(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_reason(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reason", help="note stored on the journal entry")
+def _add_note(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", help="note stored on the journal entry, at most 500 characters")
+    parser.add_argument(
+        "--metadata",
+        action="append",
+        type=_metadata_item,
+        metavar="KEY=VALUE",
+        help="a pair stored on the journal entry (repeatable, at most 20)",
+    )
+
+
+def _add_preview(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preview",
+        action="store_true",
+        help="show the balances before and after, and change nothing",
+    )
 
 
 def _add_actor(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -137,6 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_positive_int, default=50, metavar="N", help="entries per page (default 50)"
     )
     history.add_argument(
+        "--since",
+        type=_moment,
+        metavar="TIME",
+        help="only entries at or after this ISO 8601 time with a UTC offset",
+    )
+    history.add_argument(
+        "--until",
+        type=_moment,
+        metavar="TIME",
+        help="only entries before this ISO 8601 time with a UTC offset",
+    )
+    history.add_argument(
         "--before",
         type=_positive_int,
         metavar="SEQUENCE",
@@ -144,11 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_format(history)
 
+    _add_journal_parsers(commands)
+
     purchase = commands.add_parser("purchase", help="add bought credits to the pool")
     purchase.add_argument("workspace", metavar="WORKSPACE")
     purchase.add_argument("amount", metavar="AMOUNT", help="credits bought, a whole number")
     _add_key(purchase)
-    _add_reason(purchase)
+    _add_note(purchase)
     _add_format(purchase)
 
     for name, direction in (
@@ -161,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
         transfer.add_argument("amount", metavar="AMOUNT", help="credits moved, a whole number")
         _add_actor(transfer)
         _add_key(transfer)
-        _add_reason(transfer)
+        _add_note(transfer)
+        _add_preview(transfer)
         _add_format(transfer)
 
     set_balances = commands.add_parser(
@@ -172,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     set_balances.add_argument("members", metavar="MEMBER", nargs="+")
     _add_actor(set_balances)
     _add_key(set_balances)
-    _add_reason(set_balances)
+    _add_note(set_balances)
+    _add_preview(set_balances)
     _add_format(set_balances)
 
     spend = commands.add_parser("spend", help="spend a member's credits on coaching")
@@ -180,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     spend.add_argument("member", metavar="MEMBER")
     spend.add_argument("amount", metavar="AMOUNT", help="credits spent, a whole number")
     _add_key(spend)
-    _add_reason(spend)
+    _add_note(spend)
     _add_format(spend)
 
     add_member = commands.add_parser("add-member", help="add a member with a balance of 0")
@@ -200,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove_member.add_argument("member", metavar="MEMBER")
     _add_actor(remove_member)
     _add_key(remove_member)
-    _add_reason(remove_member)
+    _add_note(remove_member)
     _add_format(remove_member)
 
     set_coaching = commands.add_parser(
@@ -226,6 +285,69 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(demo)
 
     return parser
+
+
+def _add_journal_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    balance_at = commands.add_parser(
+        "balance-at", help="show the pool's balance, or a member's, at a past time"
+    )
+    balance_at.add_argument("workspace", metavar="WORKSPACE")
+    balance_at.add_argument(
+        "at", metavar="TIME", type=_moment, help="ISO 8601 time with a UTC offset"
+    )
+    balance_at.add_argument("--member", metavar="ID", help="this member's balance, not the pool's")
+    _add_format(balance_at)
+
+    audit = commands.add_parser(
+        "audit",
+        help="rebuild every balance from the journal and compare; exit status 1 on a mismatch",
+    )
+    audit.add_argument("workspace", metavar="WORKSPACE")
+    _add_format(audit)
+
+    reverse = commands.add_parser(
+        "reverse", help="undo a transfer with the opposite one, or refund a purchase"
+    )
+    reverse.add_argument("workspace", metavar="WORKSPACE")
+    reverse.add_argument("transfer", metavar="TRANSFER_ID", help="id of the journal entry")
+    _add_actor(reverse)
+    _add_key(reverse)
+    _add_note(reverse)
+    _add_format(reverse)
+
+    low_balances = commands.add_parser(
+        "low-balances", help="list the members whose balance is at or below a threshold"
+    )
+    low_balances.add_argument("workspace", metavar="WORKSPACE")
+    low_balances.add_argument(
+        "--threshold", required=True, metavar="N", help="credits, a whole number from 0"
+    )
+    _add_format(low_balances)
+
+    pool_status = commands.add_parser(
+        "pool-status", help="show the pool's balance, the low-pool threshold and whether it is low"
+    )
+    pool_status.add_argument("workspace", metavar="WORKSPACE")
+    _add_format(pool_status)
+
+    threshold = commands.add_parser(
+        "set-low-pool-threshold",
+        help="set the balance at or below which the pool counts as low",
+    )
+    threshold.add_argument("workspace", metavar="WORKSPACE")
+    threshold.add_argument("threshold", metavar="N", help="credits, a whole number from 0")
+    _add_actor(threshold)
+    _add_key(threshold)
+    _add_format(threshold)
+
+
+def _check_metadata(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject a ``--metadata`` key given twice, as a usage error."""
+    seen: set[str] = set()
+    for key, _ in getattr(args, "metadata", None) or ():
+        if key in seen:
+            parser.error(f"argument --metadata: key {key!r} is given twice; give each key once")
+        seen.add(key)
 
 
 def _read_balances(repository: Repository, workspace_id: str) -> Balances:
@@ -277,12 +399,16 @@ def _run_with(
             args.workspace,
             member_id=args.member,
             kinds=kinds,
+            since=args.since,
+            until=args.until,
             before=args.before,
             limit=args.limit,
         )
         print_history(
             args.workspace, transfers, limit=args.limit, output_format=args.format, stream=stdout
         )
+    elif command in JOURNAL_COMMANDS:
+        return JOURNAL_COMMANDS[command](args, ledger, stdout, lambda m: _fail(stderr, m))
     else:
         OPERATIONS[command](args, ledger, stdout)
     return 0
@@ -356,12 +482,14 @@ def _fail(stderr: TextIO, message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command-line tool and return its exit status.
 
-    0 means success, 1 a rejected operation or any other failure, 2 a usage error.
+    0 means success, 1 a rejected operation, an audit that found a mismatch or any other
+    failure, 2 a usage error.
     """
     stdout, stderr = sys.stdout, sys.stderr
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _check_metadata(parser, args)
     except SystemExit as exit_request:
         # argparse exits with 0 after --help and 2 after a usage error.
         return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE

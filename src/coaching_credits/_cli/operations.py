@@ -11,8 +11,16 @@ from .. import _codec
 from ..errors import InvalidAmount
 from ..ledger import Ledger
 from ..models import MAX_AMOUNT, Member, Pool, Role, Transfer
-from ..rules import MemberRemoval, PurchaseResult, SetBalancesResult, SpendResult, TransferResult
+from ..rules import (
+    MemberRemoval,
+    PurchaseResult,
+    ReversalResult,
+    SetBalancesResult,
+    SpendResult,
+    TransferResult,
+)
 from .output import print_json
+from .preview import print_preview
 
 __all__ = ["OPERATIONS", "parse_amount"]
 
@@ -51,9 +59,18 @@ def _credits(amount: int) -> str:
     return f"{amount} credit" if amount == 1 else f"{amount} credits"
 
 
+def _metadata(args: argparse.Namespace) -> dict[str, str] | None:
+    # The parser has already rejected a key given twice.
+    return dict(args.metadata) if args.metadata else None
+
+
 def run_purchase(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) -> None:
     result: PurchaseResult = ledger.purchase(
-        args.workspace, parse_amount(args.amount), idempotency_key=args.key, reason=args.reason
+        args.workspace,
+        parse_amount(args.amount),
+        idempotency_key=args.key,
+        reason=args.reason,
+        metadata=_metadata(args),
     )
     text = (
         f"purchased {_credits(result.transfer.amount)} for workspace {args.workspace}; "
@@ -63,6 +80,18 @@ def run_purchase(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) -> No
 
 
 def run_transfer_to(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) -> None:
+    if args.preview:
+        preview = ledger.preview_transfer_to(
+            args.workspace,
+            args.member,
+            parse_amount(args.amount),
+            actor=args.actor,
+            reason=args.reason,
+            metadata=_metadata(args),
+        )
+        print_preview(args, ledger, preview, [preview.result.transfer], stdout)
+        return
+
     result: TransferResult = ledger.transfer_to(
         args.workspace,
         args.member,
@@ -70,6 +99,7 @@ def run_transfer_to(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) ->
         actor=args.actor,
         idempotency_key=args.key,
         reason=args.reason,
+        metadata=_metadata(args),
     )
     text = (
         f"transferred {_credits(result.transfer.amount)} from the pool to {result.member.id}; "
@@ -81,6 +111,18 @@ def run_transfer_to(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) ->
 
 
 def run_transfer_from(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) -> None:
+    if args.preview:
+        preview = ledger.preview_transfer_from(
+            args.workspace,
+            args.member,
+            parse_amount(args.amount),
+            actor=args.actor,
+            reason=args.reason,
+            metadata=_metadata(args),
+        )
+        print_preview(args, ledger, preview, [preview.result.transfer], stdout)
+        return
+
     result: TransferResult = ledger.transfer_from(
         args.workspace,
         args.member,
@@ -88,6 +130,7 @@ def run_transfer_from(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) 
         actor=args.actor,
         idempotency_key=args.key,
         reason=args.reason,
+        metadata=_metadata(args),
     )
     text = (
         f"transferred {_credits(result.transfer.amount)} from {result.member.id} to the pool; "
@@ -99,6 +142,18 @@ def run_transfer_from(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) 
 
 
 def run_set_balances(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) -> None:
+    if args.preview:
+        preview = ledger.preview_set_balances(
+            args.workspace,
+            args.members,
+            parse_amount(args.balance, minimum=0, field="balance"),
+            actor=args.actor,
+            reason=args.reason,
+            metadata=_metadata(args),
+        )
+        print_preview(args, ledger, preview, preview.result.transfers, stdout)
+        return
+
     result: SetBalancesResult = ledger.set_balances(
         args.workspace,
         args.members,
@@ -106,6 +161,7 @@ def run_set_balances(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) -
         actor=args.actor,
         idempotency_key=args.key,
         reason=args.reason,
+        metadata=_metadata(args),
     )
     balance = result.members[0].balance if result.members else args.balance
     text = (
@@ -128,6 +184,7 @@ def run_spend(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) -> None:
         parse_amount(args.amount),
         idempotency_key=args.key,
         reason=args.reason,
+        metadata=_metadata(args),
     )
     text = (
         f"{result.member.id} spent {_credits(result.transfer.amount)}; "
@@ -150,7 +207,12 @@ def run_add_member(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) -> 
 
 def run_remove_member(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) -> None:
     result: MemberRemoval = ledger.remove_member(
-        args.workspace, args.member, actor=args.actor, idempotency_key=args.key, reason=args.reason
+        args.workspace,
+        args.member,
+        actor=args.actor,
+        idempotency_key=args.key,
+        reason=args.reason,
+        metadata=_metadata(args),
     )
     text = (
         f"removed {result.member.id} from workspace {args.workspace}; "
@@ -167,6 +229,39 @@ def run_set_coaching(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) -
     )
     state = "enabled" if workspace.coaching_enabled else "disabled"
     text = f"coaching is {state} for workspace {workspace.id}"
+    _emit(args, ledger, stdout, text, {"workspace": _codec.workspace_to_dict(workspace)})
+
+
+def run_reverse(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) -> None:
+    result: ReversalResult = ledger.reverse(
+        args.workspace,
+        args.transfer,
+        actor=args.actor,
+        idempotency_key=args.key,
+        reason=args.reason,
+        metadata=_metadata(args),
+    )
+    entry = result.transfer
+    text = (
+        f"reversed transfer {args.transfer}: recorded {entry.kind.value} {entry.id} "
+        f"of {_credits(entry.amount)}; pool {result.pool.balance}"
+    )
+    if result.member is not None:
+        text += f", {result.member.id} {result.member.balance}"
+    _emit(args, ledger, stdout, text, _transfer_result(result.pool, result.member, [entry]))
+
+
+def run_set_low_pool_threshold(args: argparse.Namespace, ledger: Ledger, stdout: TextIO) -> None:
+    workspace = ledger.set_low_pool_threshold(
+        args.workspace,
+        parse_amount(args.threshold, minimum=0, field="threshold"),
+        actor=args.actor,
+        idempotency_key=args.key,
+    )
+    text = (
+        f"the pool of workspace {workspace.id} now counts as low at or below "
+        f"{_credits(workspace.low_pool_threshold)}"
+    )
     _emit(args, ledger, stdout, text, {"workspace": _codec.workspace_to_dict(workspace)})
 
 
@@ -192,4 +287,6 @@ OPERATIONS = {
     "add-member": run_add_member,
     "remove-member": run_remove_member,
     "set-coaching": run_set_coaching,
+    "reverse": run_reverse,
+    "set-low-pool-threshold": run_set_low_pool_threshold,
 }

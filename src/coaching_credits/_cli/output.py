@@ -18,6 +18,7 @@ __all__ = [
     "print_balances",
     "print_history",
     "print_json",
+    "print_member_table",
     "transfer_line",
 ]
 
@@ -64,8 +65,13 @@ def print_balances(balances: Balances, output_format: str, stream: TextIO) -> No
         f"{len(balances.members)} members holding {total}",
         file=stream,
     )
+    print_member_table(balances.members, stream)
+
+
+def print_member_table(members: Sequence[Member], stream: TextIO) -> None:
+    """Print one indented row per member: id, role and balance, under a header row."""
     rows = [("member", "role", "balance")]
-    rows += [(m.id, m.role.value, str(m.balance)) for m in balances.members]
+    rows += [(m.id, m.role.value, str(m.balance)) for m in members]
     id_width = max(len(row[0]) for row in rows)
     balance_width = max(len(row[2]) for row in rows)
     for member_id, role, balance in rows:
@@ -90,6 +96,13 @@ def transfer_line(transfer: Transfer) -> str:
         parts.append(f"member balance {transfer.member_balance}")
     if transfer.reason:
         parts.append(f"reason {transfer.reason!r}")
+    if transfer.metadata:
+        parts.append("metadata " + ",".join(f"{k}={v}" for k, v in transfer.metadata))
+    if transfer.reverses is not None:
+        parts.append(f"reverses {transfer.reverses}")
+    # Last because it is long; the `reverse` command takes this id.
+    if transfer.id is not None:
+        parts.append(f"id {transfer.id}")
     return "  ".join(parts)
 
 
