@@ -1,9 +1,9 @@
 """Functions that the race and crash tests run in separate processes.
 
 They are module-level so the ``spawn`` start method can import them by name in a fresh
-interpreter. Each worker opens its own repository on the shared storage location, waits on a
-barrier so the workers really start together, and reports every outcome, including errors,
-through a queue instead of raising: the parent then asserts on all of them.
+interpreter. Each worker opens its own repository on the shared storage location and waits on
+a barrier, so the workers really start together. It reports every outcome, errors included,
+through a queue instead of raising, and the parent asserts on all of them.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def set_pair_rounds(
 ) -> None:
     """Set both members to ``balance`` each round, in the order given.
 
-    A second barrier wait ends each round. With ``check`` this worker then reads the state,
-    reports a round whose members differ or whose credits do not add up to ``total``, and
+    A second barrier wait ends each round. With ``check`` this worker then reads the state and
+    reports a round whose members differ or whose credits do not add up to ``total``. It also
     sets both members back to 0 (except after the last round), so that in every round both
     writers change both rows.
     """
@@ -187,8 +187,8 @@ def set_balances_until_killed(
     """Run one ``set_balances`` over ``member_ids`` and signal ``written`` for the parent.
 
     With ``hold`` the signal comes once every row is written but before the commit, and the
-    process then blocks; without it the signal comes as the commit starts and the process
-    goes on to commit.
+    process then blocks. Without ``hold`` the signal comes as the commit starts, and the
+    process goes on to commit.
     """
     repository = _SignallingRepository(open_location(backend, location), written, hold)
     ledger = Ledger(repository)

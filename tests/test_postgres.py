@@ -186,7 +186,7 @@ def test_balances_are_checked_bigint(repository: PostgresRepository, admin: Any)
 
 
 def test_schemas_are_isolated(conninfo: str, schema: str, admin: Any) -> None:
-    """Each schema holds its own ledger, and the host's tables elsewhere stay untouched."""
+    """Each schema contains its own ledger, and the host's tables elsewhere stay untouched."""
     host = sql.Identifier(f"host_{uuid.uuid4().hex[:8]}")
     admin.execute(sql.SQL("CREATE SCHEMA {}").format(host))
     admin.execute(sql.SQL("CREATE TABLE {}.workspaces (id text, note text)").format(host))
@@ -263,10 +263,12 @@ def test_host_pool_is_used_and_left_open(conninfo: str, schema: str) -> None:
             table = sql.Identifier(schema, "workspaces")
             row = connection.execute(sql.SQL("SELECT pool_balance FROM {}").format(table))
             assert row.fetchone() == (7,)
+        # The closed repository still reaches the host's pool, not some other server.
+        assert ledger.pool("ws").balance == 7
 
 
 def test_create_schema_false_needs_migrate(conninfo: str, schema: str, admin: Any) -> None:
-    """Without DDL rights the repository asks for migrate(); after it, it works."""
+    """Without DDL rights the repository requires migrate() first, then works."""
     with pytest.raises(StorageError, match="migrate") as caught:
         PostgresRepository(conninfo, schema=schema, create_schema=False)
     assert "no coaching-credits tables" in str(caught.value)

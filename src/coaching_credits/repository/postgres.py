@@ -5,7 +5,7 @@ migrated on first use under an advisory lock, with the version recorded in the
 ``schema_version`` table.
 
 Concurrency: a write transaction runs at READ COMMITTED and starts with ``SELECT ... FOR
-UPDATE`` on the workspace row, which holds the pool balance. Every writer of one workspace
+UPDATE`` on the workspace row, which stores the pool balance. Every writer of one workspace
 takes that lock first, so they run one after another and each reads the balances the previous
 one committed. Member rows are then locked in ascending id order, so writers that touch the
 same members in a different order never deadlock. Serialization failures, deadlocks and lock
@@ -114,7 +114,7 @@ class StorageError(CreditError):
     """PostgreSQL failed in a way that retrying the same step will not fix.
 
     ``sqlstate`` is the five-character PostgreSQL error code, or ``None`` when the failure
-    happened before the server answered (a refused connection, an exhausted pool).
+    happened before the server responded (a refused connection, an exhausted pool).
     """
 
     # NOTE: this belongs in coaching_credits.errors beside the rest of the tree, so that the
@@ -148,7 +148,7 @@ class PostgresRepository:
     ``create_schema=False`` forbids DDL: the schema must have been created by :func:`migrate`
     at this library's version, or the constructor raises :class:`StorageError`.
     ``lock_timeout`` is how long, in seconds, a writer waits for another writer's row lock
-    before the ledger retries the step; ``None`` waits as long as the server allows.
+    before the ledger retries the step. ``None`` keeps the server's ``lock_timeout`` setting.
     """
 
     def __init__(
@@ -292,16 +292,21 @@ class PostgresRepository:
                     connection.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
                     connection.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
                 except psycopg.Error as error:
-                    # The original error says more; the host sees the broken transaction.
+                    # Re-raise the original error, which explains the failure better than this one.
                     logger.warning("rolling back to savepoint %s failed: %s", _SAVEPOINT, error)
             raise
         connection.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
     def close(self) -> None:
-        """Close the connection pool this repository opened; a host's pool stays open."""
+        """Close the connection pool this repository opened; a host's pool stays open.
+
+        A later transaction opens a new pool, as the SQLite backend opens new connections.
+        """
+        if not self._owned_pool:
+            return
         with self._pool_lock:
             pool, self._pool = self._pool, None
-        if pool is not None and self._owned_pool and self._pool_pid == os.getpid():
+        if pool is not None and self._pool_pid == os.getpid():
             pool.close()
 
 
@@ -472,8 +477,8 @@ class _PostgresTransaction:
         return self.connection.execute(self._sql(template), params)
 
     def create_workspace(self, workspace: Workspace, pool: Pool) -> None:
-        # ON CONFLICT keeps the transaction usable, where a unique violation would abort it;
-        # a concurrent insert of the same id is waited for and then counts as a conflict.
+        # ON CONFLICT keeps the transaction usable, where a unique violation would abort it.
+        # An uncommitted insert of the same id by another writer is waited for first.
         cursor = self._execute(
             "INSERT INTO {s}.workspaces (id, coaching_enabled, low_pool_threshold, pool_balance)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
