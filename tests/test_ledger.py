@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from coaching_credits import (
+    MAX_AMOUNT,
     CoachingDisabled,
     ConcurrencyConflict,
     IdempotencyConflict,
@@ -24,6 +25,7 @@ from coaching_credits import (
     Ledger,
     MemberNotFound,
     PermissionDenied,
+    Repository,
     RetryableConflict,
     Role,
     Transaction,
@@ -243,7 +245,7 @@ def test_metadata_order_is_same_request(ledger: Ledger) -> None:
 
 
 def test_rejected_call_keeps_key(ledger: Ledger) -> None:
-    """Rejected calls, for any reason, leave the key free for a later call."""
+    """Rejected calls, for any reason, leave the key free for a different request."""
     with pytest.raises(InsufficientCredits):
         ledger.transfer_to("ws", "ann", 5, actor="boss", idempotency_key="k")
     with pytest.raises(PermissionDenied):
@@ -256,6 +258,21 @@ def test_rejected_call_keeps_key(ledger: Ledger) -> None:
     ledger.purchase("ws", 9, idempotency_key="k")
     assert ledger.last_call_replayed is False
     assert ledger.pool("ws").balance == 9
+
+
+def test_rejection_replayed_same_request(ledger: Ledger) -> None:
+    """The same keyed request is rejected again with the same error, even after a top-up."""
+    with pytest.raises(InsufficientCredits) as first:
+        ledger.transfer_to("ws", "ann", 5, actor="boss", idempotency_key="k")
+    ledger.purchase("ws", 10)
+
+    with pytest.raises(InsufficientCredits) as again:
+        ledger.transfer_to("ws", "ann", 5, actor="boss", idempotency_key="k")
+
+    assert str(again.value) == str(first.value)
+    assert ledger.member("ws", "ann").balance == 0
+    assert ledger.pool("ws").balance == 10
+    assert ledger.transfer_to("ws", "ann", 5, actor="boss").member.balance == 5
 
 
 def test_replayed_flag_tracks_last_call(ledger: Ledger) -> None:
@@ -497,3 +514,26 @@ def test_history_stamps_ids_and_times(ledger: Ledger) -> None:
     assert first.created_at == T0 + timedelta(seconds=1)
     assert second.created_at == T0 + timedelta(seconds=2)
     assert [t.id for t in ledger.history("ws")] == [second.id, first.id]
+
+
+def test_set_balances_near_limit(repository: Repository) -> None:
+    """Near the 2**63-1 limit, purchases cap pool plus members, and set_balances stays valid.
+
+    This runs on every backend because an out-of-range journal value fails differently on
+    each: the in-memory backend would store it, SQLite raises ``OverflowError``.
+    """
+    ledger = Ledger(repository)
+    ledger.create_workspace("ws")
+    ledger.add_member("ws", "boss", role=Role.ADMIN)
+    ledger.add_member("ws", "ann")
+    ledger.purchase("ws", 10)
+    ledger.transfer_to("ws", "ann", 10, actor="boss")
+
+    with pytest.raises(InvalidAmount):
+        ledger.purchase("ws", MAX_AMOUNT - 9)
+    ledger.purchase("ws", MAX_AMOUNT - 10)
+    result = ledger.set_balances("ws", ["ann", "boss"], 5, actor="boss")
+
+    assert result.pool.balance == MAX_AMOUNT - 10
+    journal = ledger.history("ws", limit=None)
+    assert max(t.pool_balance or 0 for t in journal) == MAX_AMOUNT - 5

@@ -426,22 +426,25 @@ def test_set_balances_coaching_disabled() -> None:
         set_balances(OFF, pool(50), [BOB], 3, actor=BOSS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "set_balances journals every lowered member before the raised ones, so the running "
-        "pool balance on a transfer can pass 2**63-1 although the final pool fits; SQLite "
-        "then fails with OverflowError when storing it"
-    ),
-)
 def test_set_balances_journal_pool_within_limit() -> None:
-    """No journal entry records a pool balance above 2**63-1."""
+    """With pool plus members at 2**63-1, no journal entry records a larger pool balance.
+
+    Purchases keep that total within the limit, so the running pool, which peaks after the
+    lowered members, stays within it too.
+    """
     rich = Member(workspace_id="ws", id="rich", balance=10)
     poor = Member(workspace_id="ws", id="poor", balance=0)
-    result = set_balances(WS, pool(MAX_AMOUNT - 1), [rich, poor], 5, actor=BOSS)
-    assert result.pool.balance == MAX_AMOUNT - 1
-    assert all(t.pool_balance is not None for t in result.transfers)
-    assert max(t.pool_balance or 0 for t in result.transfers) <= MAX_AMOUNT
+    result = set_balances(WS, pool(MAX_AMOUNT - 10), [rich, poor], 5, actor=BOSS)
+    assert result.pool.balance == MAX_AMOUNT - 10
+    assert [t.pool_balance for t in result.transfers] == [MAX_AMOUNT - 5, MAX_AMOUNT - 10]
+
+
+def test_purchase_counts_member_balances() -> None:
+    """A purchase that would push pool plus members past 2**63-1 is ``InvalidAmount``."""
+    assert purchase(WS, pool(0), MAX_AMOUNT - 10, members_total=10).pool.balance == MAX_AMOUNT - 10
+    with pytest.raises(InvalidAmount) as caught:
+        purchase(WS, pool(0), MAX_AMOUNT - 9, members_total=10)
+    assert caught.value.maximum == MAX_AMOUNT - 10
 
 
 def test_set_balances_pool_past_limit() -> None:

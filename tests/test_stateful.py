@@ -68,6 +68,8 @@ class Model:
     spent: int = 0
     #: Idempotency key -> (request, result of the original call).
     keys: dict[str, tuple[tuple[Any, ...], Any]] = attrs.Factory(dict)
+    #: (key, request) of a rejected keyed call -> the error it raised, which a resend repeats.
+    rejections: dict[tuple[str, tuple[Any, ...]], type[CreditError]] = attrs.Factory(dict)
 
     def permission_error(self, actor: str) -> type[CreditError] | None:
         if self.roles.get(actor) is not Role.ADMIN:
@@ -238,7 +240,10 @@ def build_machine(repository: Repository) -> type[RuleBasedStateMachine]:
             amount=st.integers(min_value=1, max_value=5),
         )
         def keyed_call(self, key: str, op: str, member_id: str, amount: int) -> None:
-            """Same key and arguments replay; other arguments conflict; rejections free the key."""
+            """Check that a key replays its call and conflicts on other arguments.
+
+            A rejected request does not take the key, but resending it repeats the rejection.
+            """
             model = self.model
             request: tuple[Any, ...] = (op, amount) if op == "purchase" else (op, member_id, amount)
 
@@ -261,6 +266,12 @@ def build_machine(repository: Repository) -> type[RuleBasedStateMachine]:
                 assert self.ledger.last_call_replayed is True
                 return
 
+            remembered = model.rejections.get((key, request))
+            if remembered is not None:
+                with pytest.raises(remembered):
+                    call()
+                return
+
             error: type[CreditError] | None = None
             if op == "transfer_to":
                 error = model.permission_error("boss")
@@ -277,7 +288,8 @@ def build_machine(repository: Repository) -> type[RuleBasedStateMachine]:
                     error = InsufficientCredits
 
             result = self.expect(error, call)
-            if result is None:
+            if error is not None:
+                model.rejections[(key, request)] = error
                 return
             assert self.ledger.last_call_replayed is False
             model.keys[key] = (request, result)

@@ -724,7 +724,11 @@ class RepositoryContract:
         assert ledger.pool("ws").balance == 5
 
     def test_ledger_rejected_call_keeps_key(self, repository: Repository) -> None:
-        """A call that was rejected does not use up its key."""
+        """A rejected call does not use up its key: another request may still take it.
+
+        Resending the very same request is rejected the same way again, even after the cause
+        went away, so replaying a log of keyed calls gives the same outcomes each time.
+        """
         ledger = self.ledger(repository)
         ledger.create_workspace("ws")
         ledger.add_member("ws", "boss", role=Role.ADMIN)
@@ -732,9 +736,15 @@ class RepositoryContract:
         with pytest.raises(InsufficientCredits):
             ledger.transfer_to("ws", "boss", 5, actor="boss", idempotency_key="k1")
         ledger.purchase("ws", 5)
-        result = ledger.transfer_to("ws", "boss", 5, actor="boss", idempotency_key="k1")
+        with pytest.raises(InsufficientCredits):
+            ledger.transfer_to("ws", "boss", 5, actor="boss", idempotency_key="k1")
+        assert ledger.pool("ws").balance == 5
+
+        result = ledger.transfer_to("ws", "boss", 4, actor="boss", idempotency_key="k1")
         assert ledger.last_call_replayed is False
-        assert result.member.balance == 5
+        assert result.member.balance == 4
+        with pytest.raises(IdempotencyConflict):
+            ledger.transfer_to("ws", "boss", 5, actor="boss", idempotency_key="k1")
 
     def test_ledger_keys_scoped_per_workspace(self, repository: Repository) -> None:
         """The same key in two workspaces names two different calls."""
