@@ -179,7 +179,7 @@ def test_audit_unknown_workspace(team: Cli) -> None:
 
 
 def test_reverse_transfer(team: Cli) -> None:
-    """reverse records the opposite transfer, linked to the original, in both formats."""
+    """reverse records the opposite transfer, linked to the original, in JSON."""
     original = moved_id(team, "transfer-to", "acme", "bob", "30", "--actor", "ada")
 
     output = team.json("reverse", "acme", original, "--actor", "ada", "--reason", "wrong member")
@@ -313,7 +313,7 @@ def test_preview_rejected_like_real_call(team: Cli) -> None:
 
 
 def test_preview_with_used_key(team: Cli) -> None:
-    """A preview with a key that is already used says the real call would not move credits."""
+    """A preview with a key that is already used warns that the real call would replay."""
     team.ok("transfer-to", "acme", "bob", "10", "--actor", "ada", "--key", "k-1")
 
     text = team.ok(

@@ -121,8 +121,8 @@ def run_balance_at(
         )
         return 0
 
-    whose = "pool" if args.member is None else f"member {args.member}"
-    print(f"workspace {args.workspace}: {whose} balance at {at}: {balance}", file=stdout)
+    owner = "pool" if args.member is None else f"member {args.member}"
+    print(f"workspace {args.workspace}: {owner} balance at {at}: {balance}", file=stdout)
     return 0
 
 

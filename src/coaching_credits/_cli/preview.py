@@ -40,7 +40,7 @@ def print_preview(
     """Print the From/To lines of ``preview`` and the net change of the pool.
 
     The preview itself ignores ``--key``. When the key is already used, the real command
-    would replay or be rejected instead of doing what the preview shows, so that is said too.
+    would replay or be rejected instead of doing what the preview shows, so the output warns.
     """
     key_used = _key_used(ledger, args.workspace, args.key)
     if args.format == "json":
