@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -191,13 +190,6 @@ def test_set_balances_order_independent(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "check_distinct reports the first id seen twice in the order given, so the "
-        "InvalidRequest for a duplicated member names a different id when the order changes"
-    ),
-)
 def test_set_balances_duplicates_order_independent() -> None:
     """The error for duplicated members does not depend on their order."""
     pool = Pool(workspace_id="ws", balance=100)

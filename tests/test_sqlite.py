@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from coaching_credits import CreditError, Ledger, Role, SQLiteRepository
+from coaching_credits import CreditError, Ledger, Role, SQLiteRepository, StorageError
 from coaching_credits.repository.sqlite import SCHEMA_VERSION
 
 
@@ -181,10 +181,12 @@ def test_rollback_on_constraint_error(path: Path) -> None:
     repository = SQLiteRepository(path)
     Ledger(repository).create_workspace("ws")
 
-    with pytest.raises(sqlite3.IntegrityError), repository.transaction() as tx:
+    failing = pytest.raises(StorageError, match="CHECK constraint failed")
+    with failing as raised, repository.transaction() as tx:
         connection = tx.connection
         connection.execute("UPDATE workspaces SET pool_balance = 50 WHERE id = 'ws'")
         connection.execute("UPDATE workspaces SET pool_balance = -1 WHERE id = 'ws'")
 
+    assert isinstance(raised.value.__cause__, sqlite3.IntegrityError)
     assert Ledger(repository).pool("ws").balance == 0
     repository.close()

@@ -4,6 +4,8 @@ Domain values and pure rules, a pluggable repository protocol with in-memory, SQ
 PostgreSQL backends, and a :class:`Ledger` service that commits each change atomically.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     AlreadyReversed,
     CoachingDisabled,
@@ -17,6 +19,7 @@ from .errors import (
     MemberNotFound,
     NotReversible,
     PermissionDenied,
+    StorageError,
     TransferNotFound,
     WorkspaceAlreadyExists,
     WorkspaceNotFound,
@@ -63,6 +66,19 @@ from .rules import (
     transfer_to,
 )
 
+if TYPE_CHECKING:
+    from .repository.postgres import PostgresRepository
+
+
+def __getattr__(name: str) -> Any:
+    # PostgresRepository is imported on first use, so psycopg stays an optional dependency.
+    if name == "PostgresRepository":
+        from .repository.postgres import PostgresRepository
+
+        return PostgresRepository
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "MAX_AMOUNT",
     "REVERSIBLE_KINDS",
@@ -89,6 +105,7 @@ __all__ = [
     "PermissionDenied",
     "Pool",
     "PoolStatus",
+    "PostgresRepository",
     "Preview",
     "PurchaseResult",
     "Repository",
@@ -98,6 +115,7 @@ __all__ = [
     "SQLiteRepository",
     "SetBalancesResult",
     "SpendResult",
+    "StorageError",
     "Transaction",
     "Transfer",
     "TransferKind",

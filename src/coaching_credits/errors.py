@@ -16,6 +16,7 @@ builds its message from them::
     +-- MemberAlreadyExists
     +-- IdempotencyConflict
     +-- ConcurrencyConflict
+    +-- StorageError
     +-- AlreadyReversed
     +-- NotReversible
 
@@ -40,6 +41,7 @@ __all__ = [
     "MemberNotFound",
     "NotReversible",
     "PermissionDenied",
+    "StorageError",
     "TransferNotFound",
     "WorkspaceAlreadyExists",
     "WorkspaceNotFound",
@@ -240,3 +242,16 @@ class NotReversible(CreditError):
             f"transfer {transfer_id!r} ({kind}) of workspace {workspace_id!r} cannot be "
             f"reversed: {why}"
         )
+
+
+class StorageError(CreditError):
+    """The database failed in a way that retrying the same step will not fix.
+
+    ``sqlstate`` is the five-character SQL error code where the database reports one
+    (PostgreSQL), or ``None`` (SQLite, or a failure before the server responded, such as a
+    refused connection).
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        self.sqlstate = sqlstate
+        super().__init__(message)

@@ -220,6 +220,10 @@ class Ledger:
         """Switch coaching on or off for a workspace; ``actor`` must be an admin."""
         _check_id(workspace_id, "workspace id")
         _check_id(actor, "actor id")
+        if type(enabled) is not bool:
+            raise InvalidRequest(
+                f"invalid enabled flag {enabled!r}: expected True or False", value=enabled
+            )
         request = {"op": "set_coaching", "enabled": enabled, "actor": actor}
 
         def step(tx: Transaction, workspace: Workspace, pool: Pool) -> Workspace:

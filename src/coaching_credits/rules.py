@@ -390,15 +390,22 @@ def _set_balance_transfer(
 
 
 def check_distinct(member_ids: Iterable[str]) -> None:
-    """Raise :class:`InvalidRequest` if a member id appears more than once."""
+    """Raise :class:`InvalidRequest` if a member id appears more than once.
+
+    The error names the smallest repeated id, so it does not depend on the order given.
+    """
     seen: set[str] = set()
+    repeated: set[str] = set()
     for member_id in member_ids:
         if member_id in seen:
-            raise InvalidRequest(
-                f"member {member_id!r} is listed more than once; list each member once",
-                value=member_id,
-            )
+            repeated.add(member_id)
         seen.add(member_id)
+    if repeated:
+        first = min(repeated)
+        raise InvalidRequest(
+            f"member {first!r} is listed more than once; list each member once",
+            value=first,
+        )
 
 
 def spend(

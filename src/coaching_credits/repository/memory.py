@@ -99,6 +99,8 @@ class _MemoryTransaction:
         return [members[i] for i in sorted(members)]
 
     def insert_member(self, member: Member) -> None:
+        if member.workspace_id not in self._repo._workspaces:
+            raise WorkspaceNotFound(member.workspace_id)
         members = self._workspace_members(member.workspace_id)
         if member.id in members:
             raise MemberAlreadyExists(workspace_id=member.workspace_id, member_id=member.id)

@@ -36,11 +36,17 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from ..errors import CreditError, MemberAlreadyExists, WorkspaceAlreadyExists, WorkspaceNotFound
+from ..errors import (
+    MemberAlreadyExists,
+    StorageError,
+    WorkspaceAlreadyExists,
+    WorkspaceNotFound,
+)
 from ..models import Member, Pool, Role, Transfer, TransferKind, Workspace
 from ._protocol import IdempotencyRecord, RetryableConflict
 
 __all__ = ["SCHEMA_VERSION", "PostgresRepository", "StorageError", "migrate"]
+
 
 logger = logging.getLogger(__name__)
 
@@ -108,21 +114,6 @@ _TRANSFER_COLUMNS = (
 
 _SAVEPOINT = "coaching_credits_step"
 _OPEN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
-
-
-class StorageError(CreditError):
-    """PostgreSQL failed in a way that retrying the same step will not fix.
-
-    ``sqlstate`` is the five-character PostgreSQL error code, or ``None`` when the failure
-    happened before the server responded (a refused connection, an exhausted pool).
-    """
-
-    # NOTE: this belongs in coaching_credits.errors beside the rest of the tree, so that the
-    # SQLite backend can raise it for the same faults instead of sqlite3 errors.
-
-    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
-        self.sqlstate = sqlstate
-        super().__init__(message)
 
 
 def migrate(conninfo: str, *, schema: str = "coaching_credits") -> int:

@@ -22,7 +22,12 @@ from typing import Any
 
 import attrs
 
-from ..errors import CreditError, MemberAlreadyExists, WorkspaceAlreadyExists, WorkspaceNotFound
+from ..errors import (
+    MemberAlreadyExists,
+    StorageError,
+    WorkspaceAlreadyExists,
+    WorkspaceNotFound,
+)
 from ..models import Member, Pool, Role, Transfer, TransferKind, Workspace
 from ._protocol import IdempotencyRecord, RetryableConflict
 
@@ -178,34 +183,35 @@ class SQLiteRepository:
                     "created coaching-credits schema version %d in %s", SCHEMA_VERSION, self.path
                 )
             elif version > SCHEMA_VERSION:
-                raise CreditError(
+                raise StorageError(
                     f"database {self.path!r} has schema version {version}, newer than the "
                     f"{SCHEMA_VERSION} this coaching-credits release supports; upgrade the library"
                 )
 
     @contextmanager
     def transaction(self) -> Iterator[_SQLiteTransaction]:
-        """Open a write transaction with ``BEGIN IMMEDIATE``; commit when the block succeeds."""
+        """Open a write transaction with ``BEGIN IMMEDIATE``; commit when the block succeeds.
+
+        A lock wait that timed out raises :class:`RetryableConflict`; any other ``sqlite3``
+        error raises :class:`StorageError`.
+        """
         with self._shared_lock if self.path == ":memory:" else _null_lock():
             connection = self._connection()
-            try:
+            with _translated(self.path):
                 connection.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as error:
-                if _is_busy(error):
-                    raise RetryableConflict(str(error)) from error
-                raise
             try:
-                yield _SQLiteTransaction(connection)
+                with _translated(self.path):
+                    yield _SQLiteTransaction(connection)
             except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            try:
-                connection.execute("COMMIT")
-            except sqlite3.OperationalError as error:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
-                if _is_busy(error):
-                    raise RetryableConflict(str(error)) from error
+                raise
+            try:
+                with _translated(self.path):
+                    connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
                 raise
 
     def close(self) -> None:
@@ -224,6 +230,19 @@ class SQLiteRepository:
 @contextmanager
 def _null_lock() -> Iterator[None]:
     yield
+
+
+@contextmanager
+def _translated(path: str) -> Iterator[None]:
+    """Turn ``sqlite3`` errors into the library's: busy is retryable, the rest is not."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if _is_busy(error):
+            raise RetryableConflict(str(error)) from error
+        raise StorageError(f"SQLite database {path!r} failed: {error}") from error
+    except sqlite3.Error as error:
+        raise StorageError(f"SQLite database {path!r} failed: {error}") from error
 
 
 class _SQLiteTransaction:
@@ -295,7 +314,9 @@ class _SQLiteTransaction:
                 "INSERT INTO members (workspace_id, id, role, balance) VALUES (?, ?, ?, ?)",
                 (member.workspace_id, member.id, member.role.value, member.balance),
             )
-        except sqlite3.IntegrityError:
+        except sqlite3.IntegrityError as error:
+            if "FOREIGN KEY" in str(error).upper():
+                raise WorkspaceNotFound(member.workspace_id) from None
             raise MemberAlreadyExists(
                 workspace_id=member.workspace_id, member_id=member.id
             ) from None
