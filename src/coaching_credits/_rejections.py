@@ -27,7 +27,7 @@ from .errors import (
 
 #: Rejections that depend on the state at the time of the call. ``WorkspaceNotFound`` is not
 #: here because its key has no workspace to live in, nor are ``IdempotencyConflict`` and
-#: ``ConcurrencyConflict``, which say nothing about the request itself.
+#: ``ConcurrencyConflict``, which are about the key or the timing, not the request itself.
 REMEMBERED: tuple[type[CreditError], ...] = (
     AlreadyReversed,
     CoachingDisabled,
@@ -73,5 +73,5 @@ def decode(text: str) -> CreditError:
 
 
 def is_replayed(error: BaseException) -> bool:
-    """Whether ``error`` was rebuilt from a stored rejection rather than raised afresh."""
+    """Return whether ``error`` was rebuilt from a stored rejection rather than raised afresh."""
     return bool(getattr(error, _REPLAYED_FLAG, False))

@@ -76,7 +76,7 @@ class InvalidRequest(CreditError, ValueError):
 
 
 class InsufficientCredits(CreditError):
-    """The pool, or a member's balance, holds fewer credits than a change needs.
+    """The pool, or a member's balance, has fewer credits than a change needs.
 
     ``member_id`` is ``None`` when the pool is short.
     """

@@ -38,7 +38,7 @@ MAX_AMOUNT = 2**63 - 1
 
 
 class Role(str, enum.Enum):
-    """What a member may do in a workspace."""
+    """A member's permission level in a workspace."""
 
     ADMIN = "admin"
     MEMBER = "member"

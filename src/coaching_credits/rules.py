@@ -67,7 +67,7 @@ class TransferResult:
 class SetBalancesResult:
     """Outcome of :func:`set_balances`.
 
-    ``members`` holds the new values in the order given. ``transfers`` holds one entry per
+    ``members`` contains the new values in the order given. ``transfers`` contains one entry per
     member whose balance changed: first the members being lowered, then those being raised,
     each group in the order given, so replaying the journal never takes the pool below zero.
     """
