@@ -244,8 +244,13 @@ def summarise(outcomes: list[str]) -> dict[str, Any]:
 
 def run_tool(database: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m coaching_credits --db DATABASE ARGS`` and require exit status 0."""
+    return run_tool_at(str(database), *args)
+
+
+def run_tool_at(database: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the tool on a SQLite path or a ``postgresql://`` URL; require exit status 0."""
     completed = subprocess.run(
-        [sys.executable, "-m", "coaching_credits", "--db", str(database), *args],
+        [sys.executable, "-m", "coaching_credits", "--db", database, *args],
         capture_output=True,
         text=True,
         check=False,
@@ -412,3 +417,28 @@ def test_second_apply_changes_nothing(northwind: Run) -> None:
     for number, first in enumerate(northwind.model_first, start=1):
         expected = "replayed" if first == "applied" else first
         assert northwind.second_outcomes[number] == expected, number
+
+
+def test_postgres_matches_sqlite(northwind: Run, postgres_database: str, tmp_path: Path) -> None:
+    """The sample applied through ``--db postgresql://...`` gives SQLite's counts and balances."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = conninfo_to_dict(postgres_database)
+    url = (
+        f"postgresql://{parts.get('user', 'postgres')}@{parts.get('host', '127.0.0.1')}:"
+        f"{parts.get('port', '5432')}/{parts['dbname']}"
+    )
+    for name in (MEMBERS_CSV, ACTIONS):
+        shutil.copy(DATA / name, tmp_path / name)
+
+    run_tool_at(url, "create-workspace", WORKSPACE)
+    run_tool_at(url, "import-members", WORKSPACE, str(tmp_path / MEMBERS_CSV))
+    first = run_tool_at(url, "apply", str(tmp_path / ACTIONS), "--format", "json")
+    balances = run_tool_at(url, "balances", WORKSPACE, "--format", "json")
+    second = run_tool_at(url, "apply", str(tmp_path / ACTIONS), "--format", "json")
+    second_balances = run_tool_at(url, "balances", WORKSPACE, "--format", "json")
+
+    assert json.loads(first.stdout) == northwind.first_summary
+    assert json.loads(balances.stdout) == northwind.first_balances
+    assert json.loads(second.stdout) == northwind.second_summary
+    assert json.loads(second_balances.stdout) == northwind.first_balances
