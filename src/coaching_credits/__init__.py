@@ -6,6 +6,7 @@ PostgreSQL backends, and a :class:`Ledger` service that commits each change atom
 
 from typing import TYPE_CHECKING, Any
 
+from ._batch import Operation, Outcome
 from .errors import (
     AlreadyReversed,
     CoachingDisabled,
@@ -102,6 +103,8 @@ __all__ = [
     "MemberNotFound",
     "MemberRemoval",
     "NotReversible",
+    "Operation",
+    "Outcome",
     "PermissionDenied",
     "Pool",
     "PoolStatus",

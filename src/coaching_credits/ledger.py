@@ -13,13 +13,14 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
 import attrs
 
-from . import _audit, _codec, _journal, _rejections, _replay, rules
+from . import _audit, _batch, _codec, _journal, _rejections, _replay, rules
+from ._batch import Operation, Outcome
 from .errors import (
     ConcurrencyConflict,
     CreditError,
@@ -141,6 +142,17 @@ class Ledger:
         ``actor`` is ``None`` when the host application itself adds the member (for example
         the first admins); when given, it must be an admin of the workspace.
         """
+        plan = self._add_member_plan(workspace_id, member_id, role=role, actor=actor)
+        return self._commit(plan, idempotency_key)
+
+    def _add_member_plan(
+        self,
+        workspace_id: str,
+        member_id: str,
+        *,
+        role: Role = Role.MEMBER,
+        actor: str | None = None,
+    ) -> _Plan[Member]:
         _check_id(workspace_id, "workspace id")
         _check_id(member_id, "member id")
         if actor is not None:
@@ -157,14 +169,7 @@ class Ledger:
             tx.insert_member(member)
             return member
 
-        return self._write(
-            workspace_id,
-            request,
-            idempotency_key,
-            step,
-            _codec.member_to_dict,
-            _codec.member_from_dict,
-        )
+        return _Plan(workspace_id, request, step, _codec.member_to_dict, _codec.member_from_dict)
 
     def remove_member(
         self,
@@ -177,6 +182,20 @@ class Ledger:
         metadata: Mapping[str, str] | None = None,
     ) -> MemberRemoval:
         """Remove a member and return their whole balance to the pool, with a transfer recorded."""
+        plan = self._remove_member_plan(
+            workspace_id, member_id, actor=actor, reason=reason, metadata=metadata
+        )
+        return self._commit(plan, idempotency_key)
+
+    def _remove_member_plan(
+        self,
+        workspace_id: str,
+        member_id: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> _Plan[MemberRemoval]:
         _check_id(workspace_id, "workspace id")
         _check_id(member_id, "member id")
         _check_id(actor, "actor id")
@@ -200,14 +219,7 @@ class Ledger:
             (transfer,) = self._append(tx, [result.transfer])
             return attrs.evolve(result, transfer=transfer)
 
-        return self._write(
-            workspace_id,
-            request,
-            idempotency_key,
-            step,
-            _replay.encode_removal,
-            _replay.decode_removal,
-        )
+        return _Plan(workspace_id, request, step, _replay.encode_removal, _replay.decode_removal)
 
     def set_coaching(
         self,
@@ -218,6 +230,12 @@ class Ledger:
         idempotency_key: str | None = None,
     ) -> Workspace:
         """Switch coaching on or off for a workspace; ``actor`` must be an admin."""
+        plan = self._set_coaching_plan(workspace_id, enabled, actor=actor)
+        return self._commit(plan, idempotency_key)
+
+    def _set_coaching_plan(
+        self, workspace_id: str, enabled: bool, *, actor: str
+    ) -> _Plan[Workspace]:
         _check_id(workspace_id, "workspace id")
         _check_id(actor, "actor id")
         if type(enabled) is not bool:
@@ -234,13 +252,8 @@ class Ledger:
             tx.update_workspace(updated)
             return updated
 
-        return self._write(
-            workspace_id,
-            request,
-            idempotency_key,
-            step,
-            _codec.workspace_to_dict,
-            _codec.workspace_from_dict,
+        return _Plan(
+            workspace_id, request, step, _codec.workspace_to_dict, _codec.workspace_from_dict
         )
 
     def set_low_pool_threshold(
@@ -255,6 +268,12 @@ class Ledger:
 
         See :meth:`pool_status`. It works while coaching is disabled.
         """
+        plan = self._set_low_pool_threshold_plan(workspace_id, threshold, actor=actor)
+        return self._commit(plan, idempotency_key)
+
+    def _set_low_pool_threshold_plan(
+        self, workspace_id: str, threshold: int, *, actor: str
+    ) -> _Plan[Workspace]:
         _check_id(workspace_id, "workspace id")
         _check_id(actor, "actor id")
         rules.check_balance(threshold, field="threshold")
@@ -269,13 +288,8 @@ class Ledger:
             tx.update_workspace(updated)
             return updated
 
-        return self._write(
-            workspace_id,
-            request,
-            idempotency_key,
-            step,
-            _codec.workspace_to_dict,
-            _codec.workspace_from_dict,
+        return _Plan(
+            workspace_id, request, step, _codec.workspace_to_dict, _codec.workspace_from_dict
         )
 
     # Credits ------------------------------------------------------------------------------
@@ -290,6 +304,17 @@ class Ledger:
         metadata: Mapping[str, str] | None = None,
     ) -> PurchaseResult:
         """Add bought credits to the workspace's pool."""
+        plan = self._purchase_plan(workspace_id, amount, reason=reason, metadata=metadata)
+        return self._commit(plan, idempotency_key)
+
+    def _purchase_plan(
+        self,
+        workspace_id: str,
+        amount: int,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> _Plan[PurchaseResult]:
         _check_id(workspace_id, "workspace id")
         rules.check_amount(amount)
         _check_note(reason, metadata)
@@ -311,14 +336,7 @@ class Ledger:
             (transfer,) = self._append(tx, [result.transfer])
             return attrs.evolve(result, transfer=transfer)
 
-        return self._write(
-            workspace_id,
-            request,
-            idempotency_key,
-            step,
-            _replay.encode_purchase,
-            _replay.decode_purchase,
-        )
+        return _Plan(workspace_id, request, step, _replay.encode_purchase, _replay.decode_purchase)
 
     def transfer_to(
         self,
@@ -332,11 +350,10 @@ class Ledger:
         metadata: Mapping[str, str] | None = None,
     ) -> TransferResult:
         """Move credits from the pool to a member; ``actor`` is the acting admin's id."""
-        plan = self._move_plan(
-            rules.transfer_to, "transfer_to", "transfer credits to a member",
-            workspace_id, member_id, amount, actor, reason, metadata,
-        )  # fmt: skip
-        return self._commit(workspace_id, idempotency_key, plan)
+        plan = self._transfer_to_plan(
+            workspace_id, member_id, amount, actor=actor, reason=reason, metadata=metadata
+        )
+        return self._commit(plan, idempotency_key)
 
     def preview_transfer_to(
         self,
@@ -353,11 +370,25 @@ class Ledger:
         It raises exactly the errors the real call would raise now. It takes no idempotency
         key because it stores nothing.
         """
-        plan = self._move_plan(
+        plan = self._transfer_to_plan(
+            workspace_id, member_id, amount, actor=actor, reason=reason, metadata=metadata
+        )
+        return self._dry_run(plan)
+
+    def _transfer_to_plan(
+        self,
+        workspace_id: str,
+        member_id: str,
+        amount: int,
+        *,
+        actor: str,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> _Plan[TransferResult]:
+        return self._move_plan(
             rules.transfer_to, "transfer_to", "transfer credits to a member",
             workspace_id, member_id, amount, actor, reason, metadata,
         )  # fmt: skip
-        return self._dry_run(workspace_id, plan)
 
     def transfer_from(
         self,
@@ -371,11 +402,10 @@ class Ledger:
         metadata: Mapping[str, str] | None = None,
     ) -> TransferResult:
         """Move credits from a member back to the pool; ``actor`` is the acting admin's id."""
-        plan = self._move_plan(
-            rules.transfer_from, "transfer_from", "transfer credits from a member",
-            workspace_id, member_id, amount, actor, reason, metadata,
-        )  # fmt: skip
-        return self._commit(workspace_id, idempotency_key, plan)
+        plan = self._transfer_from_plan(
+            workspace_id, member_id, amount, actor=actor, reason=reason, metadata=metadata
+        )
+        return self._commit(plan, idempotency_key)
 
     def preview_transfer_from(
         self,
@@ -392,11 +422,25 @@ class Ledger:
         It raises exactly the errors the real call would raise now. It takes no idempotency
         key because it stores nothing.
         """
-        plan = self._move_plan(
+        plan = self._transfer_from_plan(
+            workspace_id, member_id, amount, actor=actor, reason=reason, metadata=metadata
+        )
+        return self._dry_run(plan)
+
+    def _transfer_from_plan(
+        self,
+        workspace_id: str,
+        member_id: str,
+        amount: int,
+        *,
+        actor: str,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> _Plan[TransferResult]:
+        return self._move_plan(
             rules.transfer_from, "transfer_from", "transfer credits from a member",
             workspace_id, member_id, amount, actor, reason, metadata,
         )  # fmt: skip
-        return self._dry_run(workspace_id, plan)
 
     def _move_plan(
         self,
@@ -440,13 +484,14 @@ class Ledger:
             tx.update_pool(result.pool)
             tx.update_members([result.member])
             (transfer,) = self._append(tx, [result.transfer])
-            return attrs.evolve(result, transfer=transfer)
+            return TransferResult(pool=result.pool, member=result.member, transfer=transfer)
 
         return _Plan(
-            request=request,
-            step=step,
-            encode=_replay.encode_transfer,
-            decode=_replay.decode_transfer,
+            workspace_id,
+            request,
+            step,
+            _replay.encode_transfer,
+            _replay.decode_transfer,
             unstamp=lambda r: attrs.evolve(r, transfer=_unstamped(r.transfer)),
             member_ids=(member_id,),
         )
@@ -467,8 +512,10 @@ class Ledger:
         The differences are computed from the balances read inside the committing
         transaction, never from values read earlier.
         """
-        plan = self._set_balances_plan(workspace_id, member_ids, balance, actor, reason, metadata)
-        return self._commit(workspace_id, idempotency_key, plan)
+        plan = self._set_balances_plan(
+            workspace_id, member_ids, balance, actor=actor, reason=reason, metadata=metadata
+        )
+        return self._commit(plan, idempotency_key)
 
     def preview_set_balances(
         self,
@@ -486,17 +533,20 @@ class Ledger:
         (positive) or return to it (negative). It raises exactly the errors the real call
         would raise now, and takes no idempotency key because it stores nothing.
         """
-        plan = self._set_balances_plan(workspace_id, member_ids, balance, actor, reason, metadata)
-        return self._dry_run(workspace_id, plan)
+        plan = self._set_balances_plan(
+            workspace_id, member_ids, balance, actor=actor, reason=reason, metadata=metadata
+        )
+        return self._dry_run(plan)
 
     def _set_balances_plan(
         self,
         workspace_id: str,
         member_ids: Sequence[str],
         balance: int,
+        *,
         actor: str,
-        reason: str | None,
-        metadata: Mapping[str, str] | None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> _Plan[SetBalancesResult]:
         _check_id(workspace_id, "workspace id")
         _check_id(actor, "actor id")
@@ -541,10 +591,11 @@ class Ledger:
             return attrs.evolve(result, transfers=tuple(transfers))
 
         return _Plan(
-            request=request,
-            step=step,
-            encode=_replay.encode_set_balances,
-            decode=_replay.decode_set_balances,
+            workspace_id,
+            request,
+            step,
+            _replay.encode_set_balances,
+            _replay.decode_set_balances,
             unstamp=lambda r: attrs.evolve(r, transfers=tuple(_unstamped(t) for t in r.transfers)),
             member_ids=tuple(ids),
         )
@@ -560,6 +611,18 @@ class Ledger:
         metadata: Mapping[str, str] | None = None,
     ) -> SpendResult:
         """Spend a member's credits on coaching; the credits leave the workspace."""
+        plan = self._spend_plan(workspace_id, member_id, amount, reason=reason, metadata=metadata)
+        return self._commit(plan, idempotency_key)
+
+    def _spend_plan(
+        self,
+        workspace_id: str,
+        member_id: str,
+        amount: int,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> _Plan[SpendResult]:
         _check_id(workspace_id, "workspace id")
         _check_id(member_id, "member id")
         rules.check_amount(amount)
@@ -581,9 +644,7 @@ class Ledger:
             (transfer,) = self._append(tx, [spent])
             return attrs.evolve(result, transfer=transfer)
 
-        return self._write(
-            workspace_id, request, idempotency_key, step, _replay.encode_spend, _replay.decode_spend
-        )
+        return _Plan(workspace_id, request, step, _replay.encode_spend, _replay.decode_spend)
 
     def reverse(
         self,
@@ -606,6 +667,20 @@ class Ledger:
         member or the pool no longer holds the credits it raises
         :class:`~coaching_credits.InsufficientCredits` and changes nothing.
         """
+        plan = self._reverse_plan(
+            workspace_id, transfer_id, actor=actor, reason=reason, metadata=metadata
+        )
+        return self._commit(plan, idempotency_key)
+
+    def _reverse_plan(
+        self,
+        workspace_id: str,
+        transfer_id: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> _Plan[ReversalResult]:
         _check_id(workspace_id, "workspace id")
         _check_id(transfer_id, "transfer id")
         _check_id(actor, "actor id")
@@ -657,14 +732,24 @@ class Ledger:
             (transfer,) = self._append(tx, [result.transfer])
             return attrs.evolve(result, transfer=transfer)
 
-        return self._write(
-            workspace_id,
-            request,
-            idempotency_key,
-            step,
-            _replay.encode_reversal,
-            _replay.decode_reversal,
-        )
+        return _Plan(workspace_id, request, step, _replay.encode_reversal, _replay.decode_reversal)
+
+    # Batches ------------------------------------------------------------------------------
+
+    def apply_batch(self, operations: Iterable[Operation]) -> list[Outcome]:
+        """Apply many write calls in one transaction; return one :class:`Outcome` each, in order.
+
+        Each operation runs the same checks, in the same order, as its single call, and sees
+        the state the operations before it left. A rejected operation changes nothing, is
+        reported as rejected, and the batch goes on; a keyed rejection is remembered in the
+        same transaction, as a single call remembers it. A key used twice in one batch
+        replays (or conflicts) on its second use. A storage error, a crash or running out of
+        retries commits none of the batch; on a clash with a concurrent writer the whole
+        batch runs again, like a single call. The batch locks every workspace it names in
+        ascending id order before it runs any operation. :attr:`last_call_replayed` is left
+        as it was: each outcome says whether it replayed.
+        """
+        return _batch.apply_batch(self, list(operations))
 
     # Reads --------------------------------------------------------------------------------
 
@@ -800,13 +885,66 @@ class Ledger:
         stamped = [attrs.evolve(t, id=self._new_id(), created_at=now) for t in transfers]
         return tx.append_transfers(stamped)
 
-    def _commit(self, workspace_id: str, idempotency_key: str | None, plan: _Plan[R]) -> R:
-        return self._write(
-            workspace_id, plan.request, idempotency_key, plan.step, plan.encode, plan.decode
-        )
+    def _commit(self, plan: _Plan[R], idempotency_key: str | None) -> R:
+        """Run ``plan`` in its own transaction, replaying or remembering keyed requests."""
+        key = _Key.of(plan, idempotency_key)
 
-    def _dry_run(self, workspace_id: str, plan: _Plan[R]) -> Preview[R]:
-        """Run ``plan`` as :meth:`_write` would, then roll the transaction back."""
+        def locked_step(tx: Transaction) -> R | _Replayed:
+            workspace, pool = tx.lock_workspace(plan.workspace_id)
+            return self._run_plan(tx, workspace, pool, plan, key)
+
+        try:
+            outcome = self._retrying(plan.workspace_id, locked_step)
+        except _rejections.REMEMBERED as error:
+            if key is not None and not _rejections.is_replayed(error):
+                self._remember_rejection(plan.workspace_id, key, error)
+            raise
+        if isinstance(outcome, _Replayed):
+            self._local.replayed = True
+            return outcome.value  # type: ignore[return-value]  # _Replayed wraps an R
+        self._local.replayed = False
+        return outcome
+
+    def _run_plan(
+        self, tx: Transaction, workspace: Workspace, pool: Pool, plan: _Plan[R], key: _Key | None
+    ) -> R | _Replayed:
+        """Check the idempotency key, run the step and store the key's record.
+
+        The caller has locked the workspace. A key already used with the same request
+        returns the stored result wrapped in :class:`_Replayed` and changes nothing.
+        """
+        if key is not None:
+            record = tx.get_idempotency(plan.workspace_id, key.key)
+            if record is not None:
+                if record.request != key.request_text:
+                    raise IdempotencyConflict(
+                        workspace_id=plan.workspace_id,
+                        key=key.key,
+                        original=_codec.loads(record.request),
+                        request=plan.request,
+                    )
+                return _Replayed(plan.decode(_codec.loads(record.response)))
+            rejection = tx.get_idempotency(plan.workspace_id, key.rejection_key)
+            if rejection is not None:
+                raise _rejections.decode(rejection.response)
+
+        result = plan.step(tx, workspace, pool)
+
+        if key is not None:
+            tx.put_idempotency(
+                IdempotencyRecord(
+                    workspace_id=plan.workspace_id,
+                    key=key.key,
+                    request=key.request_text,
+                    response=_codec.dumps(plan.encode(result)),
+                    created_at=self._clock(),
+                )
+            )
+        return result
+
+    def _dry_run(self, plan: _Plan[R]) -> Preview[R]:
+        """Run ``plan`` as :meth:`_commit` would, then roll the transaction back."""
+        workspace_id = plan.workspace_id
 
         def locked_step(tx: Transaction) -> R:
             workspace, pool = tx.lock_workspace(workspace_id)
@@ -842,87 +980,32 @@ class Ledger:
 
         return self._retrying("", step)
 
-    def _write(
-        self,
-        workspace_id: str,
-        request: dict[str, Any],
-        idempotency_key: str | None,
-        step: Callable[[Transaction, Workspace, Pool], R],
-        encode: Callable[[R], Any],
-        decode: Callable[[Any], R],
-    ) -> R:
-        if idempotency_key is not None:
-            _check_id(idempotency_key, "idempotency key")
-        request_text = _codec.dumps(request)
+    def _rejection_record(
+        self, workspace_id: str, key: _Key, error: CreditError
+    ) -> IdempotencyRecord:
+        """Return the record that makes an identical resend of a rejected request fail alike.
 
-        def locked_step(tx: Transaction) -> R:
-            workspace, pool = tx.lock_workspace(workspace_id)
-            if idempotency_key is not None:
-                record = tx.get_idempotency(workspace_id, idempotency_key)
-                if record is not None:
-                    if record.request != request_text:
-                        raise IdempotencyConflict(
-                            workspace_id=workspace_id,
-                            key=idempotency_key,
-                            original=_codec.loads(record.request),
-                            request=request,
-                        )
-                    return _Replayed(decode(_codec.loads(record.response)))  # type: ignore[return-value]
-                rejection = tx.get_idempotency(
-                    workspace_id, _rejection_key(idempotency_key, request_text)
-                )
-                if rejection is not None:
-                    raise _rejections.decode(rejection.response)
-            result = step(tx, workspace, pool)
-            if idempotency_key is not None:
-                tx.put_idempotency(
-                    IdempotencyRecord(
-                        workspace_id=workspace_id,
-                        key=idempotency_key,
-                        request=request_text,
-                        response=_codec.dumps(encode(result)),
-                        created_at=self._clock(),
-                    )
-                )
-            return result
-
-        try:
-            outcome = self._retrying(workspace_id, locked_step)
-        except _rejections.REMEMBERED as error:
-            if idempotency_key is not None and not _rejections.is_replayed(error):
-                self._remember_rejection(workspace_id, idempotency_key, request_text, error)
-            raise
-        if isinstance(outcome, _Replayed):
-            self._local.replayed = True
-            return outcome.value  # type: ignore[return-value]  # _Replayed wraps an R
-        self._local.replayed = False
-        return outcome
-
-    def _remember_rejection(
-        self, workspace_id: str, key: str, request_text: str, error: CreditError
-    ) -> None:
-        """Store a rejected keyed request, so an identical resend is rejected the same way.
-
-        The record lives under a key derived from the request, never under ``key`` itself,
-        so the key stays free: a corrected request with the same key runs normally.
+        The record lives under :attr:`_Key.rejection_key`, never under the key itself, so
+        the key stays free: a corrected request with the same key runs normally.
         """
-        rejection_key = _rejection_key(key, request_text)
+        return IdempotencyRecord(
+            workspace_id=workspace_id,
+            key=key.rejection_key,
+            request=key.request_text,
+            response=_rejections.encode(error),
+            created_at=self._clock(),
+        )
+
+    def _remember_rejection(self, workspace_id: str, key: _Key, error: CreditError) -> None:
+        """Store a rejected keyed request in a transaction of its own."""
 
         def step(tx: Transaction) -> None:
             tx.lock_workspace(workspace_id)
-            if tx.get_idempotency(workspace_id, key) is not None:
+            if tx.get_idempotency(workspace_id, key.key) is not None:
                 return  # a concurrent call with this key succeeded meanwhile
-            if tx.get_idempotency(workspace_id, rejection_key) is not None:
+            if tx.get_idempotency(workspace_id, key.rejection_key) is not None:
                 return
-            tx.put_idempotency(
-                IdempotencyRecord(
-                    workspace_id=workspace_id,
-                    key=rejection_key,
-                    request=request_text,
-                    response=_rejections.encode(error),
-                    created_at=self._clock(),
-                )
-            )
+            tx.put_idempotency(self._rejection_record(workspace_id, key, error))
 
         try:
             self._retrying(workspace_id, step)
@@ -931,7 +1014,7 @@ class Ledger:
             # resend is checked again against the state at that time.
             logger.warning(
                 "workspace %r: could not record the rejection of key %r: %s",
-                workspace_id, key, conflict,
+                workspace_id, key.key, conflict,
             )  # fmt: skip
 
     def _retrying(self, workspace_id: str, step: Callable[[Transaction], R]) -> R:
@@ -959,13 +1042,32 @@ class Ledger:
         raise AssertionError("unreachable: the loop returns or raises")
 
 
-def _rejection_key(key: str, request_text: str) -> str:
-    """Return the storage key of a rejected request made with idempotency key ``key``.
+@attrs.frozen
+class _Key:
+    """An idempotency key with the canonical JSON text of the request made under it."""
 
-    It is longer than any accepted idempotency key, so it never collides with one.
-    """
-    digest = hashlib.sha256(f"{key}\n{request_text}".encode()).hexdigest()
-    return f"{'~' * MAX_KEY_LENGTH}rejected:{digest}"
+    key: str
+    request_text: str
+
+    @classmethod
+    def of(cls, plan: _Plan[Any], idempotency_key: str | None) -> _Key | None:
+        """Check ``idempotency_key`` and pair it with ``plan``'s request; ``None`` if unkeyed.
+
+        Unkeyed calls skip building the request text, which only keyed calls store.
+        """
+        if idempotency_key is None:
+            return None
+        _check_id(idempotency_key, "idempotency key")
+        return cls(idempotency_key, _codec.dumps(plan.request))
+
+    @property
+    def rejection_key(self) -> str:
+        """The storage key of this request's remembered rejection.
+
+        It is longer than any accepted idempotency key, so it never collides with one.
+        """
+        digest = hashlib.sha256(f"{self.key}\n{self.request_text}".encode()).hexdigest()
+        return f"{'~' * MAX_KEY_LENGTH}rejected:{digest}"
 
 
 @attrs.frozen
@@ -973,20 +1075,29 @@ class _Replayed:
     value: object
 
 
+def _keep(result: R) -> R:
+    return result
+
+
 @attrs.frozen
 class _Plan(Generic[R]):
-    """A write call's request and step, shared by the call and its preview.
+    """A write call's checked arguments and its step, shared by the call, its preview and
+    :meth:`Ledger.apply_batch`.
 
-    ``unstamp`` clears the ids and times that a preview's rolled-back transfers received,
-    and ``member_ids`` names the members a preview reports, in order.
+    ``step`` runs inside a transaction that has locked the workspace; it raises before its
+    first write whenever it rejects the request. ``encode`` and ``decode`` store and rebuild
+    the result for replays. ``unstamp`` clears the ids and times that a preview's
+    rolled-back transfers received, and ``member_ids`` names the members a preview reports,
+    in order.
     """
 
+    workspace_id: str
     request: dict[str, Any]
     step: Callable[[Transaction, Workspace, Pool], R]
     encode: Callable[[R], Any]
     decode: Callable[[Any], R]
-    unstamp: Callable[[R], R]
-    member_ids: tuple[str, ...]
+    unstamp: Callable[[R], R] = _keep
+    member_ids: tuple[str, ...] = ()
 
 
 class _RolledBack(Exception):
