@@ -160,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     apply = commands.add_parser("apply", help="apply the operations of a JSON lines file")
     apply.add_argument("file", metavar="FILE", help="JSON lines file, or - for standard input")
     apply.add_argument("--verbose", action="store_true", help="print each line's outcome on stderr")
+    apply.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="lines applied per transaction (default 1); a larger N commits less often, and a "
+        "storage failure rejects every line of its batch",
+    )
     _add_format(apply)
 
     balances = commands.add_parser("balances", help="show the pool and every member's balance")
@@ -421,7 +429,13 @@ def _run_apply(ledger: Ledger, args: argparse.Namespace, stdout: TextIO, stderr:
     if args.file == "-":
         source = sys.stdin.buffer
         summary = apply_lines(
-            ledger, source, stderr=stderr, verbose=args.verbose, total_bytes=None, report=report
+            ledger,
+            source,
+            stderr=stderr,
+            verbose=args.verbose,
+            total_bytes=None,
+            report=report,
+            batch_size=args.batch_size,
         )
     else:
         try:
@@ -433,6 +447,7 @@ def _run_apply(ledger: Ledger, args: argparse.Namespace, stdout: TextIO, stderr:
                     verbose=args.verbose,
                     total_bytes=file_size(source_file),
                     report=report,
+                    batch_size=args.batch_size,
                 )
         except OSError as error:
             raise CommandError(f"cannot read {args.file}: {error.strerror}") from None

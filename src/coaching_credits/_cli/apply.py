@@ -1,7 +1,8 @@
 """The ``apply`` command: run each line of a JSON lines file through the ledger.
 
-Each line is one operation, applied in its own transaction in file order. A rejected or
-malformed line changes nothing and the file goes on with the next line.
+Each line is one operation, applied in file order, by default one transaction per line and
+with ``--batch-size N`` N lines per transaction. A rejected or malformed line changes nothing
+and the file goes on with the next line.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import IO, Any, TextIO, cast
+from typing import IO, Any, TextIO
 
 import attrs
 
-from ..errors import CreditError
+from .._batch import Operation, Outcome
+from ..errors import ConcurrencyConflict, StorageError
 from ..ledger import Ledger
-from ..models import Role
 from .database import CommandError, driver_errors
 from .output import print_json
 
@@ -121,56 +122,49 @@ def _parse_line(raw: bytes) -> dict[str, Any]:
     return line
 
 
-def _dispatch(ledger: Ledger, line: dict[str, Any]) -> None:
-    op = line["op"]
-    workspace = line["workspace"]
-    key = line.get("key")
-    reason = line.get("reason")
-    if op == "purchase":
-        ledger.purchase(workspace, line["amount"], idempotency_key=key, reason=reason)
-    elif op == "transfer_to":
-        ledger.transfer_to(
-            workspace,
-            line["member"],
-            line["amount"],
-            actor=line["actor"],
-            idempotency_key=key,
-            reason=reason,
-        )
-    elif op == "transfer_from":
-        ledger.transfer_from(
-            workspace,
-            line["member"],
-            line["amount"],
-            actor=line["actor"],
-            idempotency_key=key,
-            reason=reason,
-        )
-    elif op == "set_balances":
-        ledger.set_balances(
-            workspace,
-            line["members"],
-            line["balance"],
-            actor=line["actor"],
-            idempotency_key=key,
-            reason=reason,
-        )
-    elif op == "spend":
-        ledger.spend(workspace, line["member"], line["amount"], idempotency_key=key, reason=reason)
-    elif op == "add_member":
-        # The ledger parses the role text and rejects an unknown role with InvalidRequest.
-        role = cast(Role, line.get("role") or Role.MEMBER.value)
-        ledger.add_member(
-            workspace, line["member"], role=role, actor=line.get("actor"), idempotency_key=key
-        )
-    elif op == "remove_member":
-        ledger.remove_member(
-            workspace, line["member"], actor=line["actor"], idempotency_key=key, reason=reason
-        )
-    elif op == "set_coaching":
-        ledger.set_coaching(workspace, line["enabled"], actor=line["actor"], idempotency_key=key)
-    else:
-        raise AssertionError(f"unreachable: _parse_line accepted op {op!r}")
+# Line field -> Ledger parameter name, for the fields each op passes on besides the common ones.
+_ARGUMENTS: dict[str, dict[str, str]] = {
+    "purchase": {"amount": "amount", "reason": "reason"},
+    "transfer_to": {
+        "member": "member_id",
+        "amount": "amount",
+        "actor": "actor",
+        "reason": "reason",
+    },
+    "transfer_from": {
+        "member": "member_id",
+        "amount": "amount",
+        "actor": "actor",
+        "reason": "reason",
+    },
+    "set_balances": {
+        "members": "member_ids",
+        "balance": "balance",
+        "actor": "actor",
+        "reason": "reason",
+    },
+    "spend": {"member": "member_id", "amount": "amount", "reason": "reason"},
+    # The ledger parses the role text and rejects an unknown role with InvalidRequest.
+    "add_member": {"member": "member_id", "role": "role", "actor": "actor"},
+    "remove_member": {"member": "member_id", "actor": "actor", "reason": "reason"},
+    "set_coaching": {"enabled": "enabled", "actor": "actor"},
+}
+
+
+def _operation(line: dict[str, Any]) -> Operation:
+    """Return the ledger operation of a line that :func:`_parse_line` accepted."""
+    required, _ = _FIELDS[line["op"]]
+    # Required fields pass on as given, null included, so the ledger rejects a null amount;
+    # an optional field that is null counts as absent.
+    arguments = {
+        parameter: line[field]
+        for field, parameter in _ARGUMENTS[line["op"]].items()
+        if field in required or line.get(field) is not None
+    }
+    if line["op"] == "add_member" and not line.get("role"):
+        # An empty role counts as absent: the member joins with the default role.
+        arguments.pop("role", None)
+    return Operation(line["op"], line["workspace"], arguments, line.get("key"))
 
 
 class _ProgressBar:
@@ -199,6 +193,15 @@ class _ProgressBar:
         self._stream.flush()
 
 
+@attrs.frozen
+class _Line:
+    """One non-blank line: its operation, or the reason it is malformed."""
+
+    number: int
+    operation: Operation | None = None
+    malformed: str = ""
+
+
 def apply_lines(
     ledger: Ledger,
     source: IO[bytes],
@@ -207,18 +210,34 @@ def apply_lines(
     verbose: bool,
     total_bytes: int | None,
     report: Callable[[str], None],
+    batch_size: int = 1,
 ) -> ApplySummary:
     """Apply every line of ``source`` and return the outcome counts.
 
-    ``report`` prints a warning line on stderr (malformed lines). A progress bar is drawn on
+    ``batch_size`` lines are applied per transaction with :meth:`Ledger.apply_batch`;
+    malformed lines are reported and skipped without counting towards a batch. ``report``
+    prints a warning line on stderr (malformed lines). A progress bar is drawn on
     ``stderr`` only when it is a terminal, the size is known and ``verbose`` is off.
     """
+    if type(batch_size) is not int or batch_size < 1:
+        raise ValueError(f"invalid batch size {batch_size!r}: expected an int of at least 1")
     summary = ApplySummary()
     progress = None
     if total_bytes is not None and not verbose and stderr.isatty():
         progress = _ProgressBar(stderr, total_bytes)
     done_bytes = 0
-    storage_errors = driver_errors()
+    pending: list[_Line] = []
+    operations = 0
+
+    def flush() -> None:
+        nonlocal operations
+        for number, outcome in _apply_pending(ledger, pending, summary, report):
+            if verbose:
+                print(f"line {number}: {outcome}", file=stderr)
+        pending.clear()
+        operations = 0
+        if progress is not None:
+            progress.update(done_bytes, summary.lines)
 
     try:
         for number, raw in enumerate(source, start=1):
@@ -226,11 +245,14 @@ def apply_lines(
             if not raw.strip():
                 continue
             summary.lines += 1
-            outcome = _apply_one(ledger, number, raw, summary, storage_errors, report)
-            if verbose:
-                print(f"line {number}: {outcome}", file=stderr)
-            if progress is not None:
-                progress.update(done_bytes, summary.lines)
+            try:
+                pending.append(_Line(number, operation=_operation(_parse_line(raw))))
+                operations += 1
+            except _MalformedLine as error:
+                pending.append(_Line(number, malformed=str(error)))
+            if operations >= batch_size:
+                flush()
+        flush()
         if progress is not None:
             progress.update(done_bytes, summary.lines, force=True)
     finally:
@@ -239,35 +261,50 @@ def apply_lines(
     return summary
 
 
-def _apply_one(
+def _apply_pending(
     ledger: Ledger,
-    number: int,
-    raw: bytes,
+    pending: list[_Line],
     summary: ApplySummary,
-    storage_errors: tuple[type[BaseException], ...],
     report: Callable[[str], None],
-) -> str:
-    try:
-        line = _parse_line(raw)
-    except _MalformedLine as error:
-        summary.rejected[MALFORMED_LINE] += 1
-        report(f"line {number}: malformed line skipped: {error}")
-        return f"rejected {MALFORMED_LINE}: {error}"
+) -> list[tuple[int, str]]:
+    """Apply the pending lines' operations in one batch; return each line's outcome text."""
+    batch = [(line.number, line.operation) for line in pending if line.operation is not None]
+    outcomes: dict[int, Outcome] = {}
+    if batch:
+        operations = [operation for _, operation in batch]
+        try:
+            results = ledger.apply_batch(operations)
+        except (StorageError, ConcurrencyConflict) as error:
+            # The whole batch rolled back: each of its lines is rejected with that error, as
+            # a single line would be, and the file goes on with the next batch.
+            results = [Outcome(operation, "rejected", error=error) for operation in operations]
+        except driver_errors() as error:
+            raise CommandError(
+                f"lines {batch[0][0]} to {batch[-1][0]}: storage failed ({error}); the lines "
+                f"before them were applied, so fix the database and apply the file again "
+                f"(keyed lines replay)"
+            ) from error
+        outcomes = {number: outcome for (number, _), outcome in zip(batch, results, strict=True)}
 
-    label = f"{line['op']} key {line.get('key')!r}"
-    try:
-        _dispatch(ledger, line)
-    except CreditError as error:
-        name = type(error).__name__
+    texts = []
+    for line in pending:
+        if line.operation is None:
+            summary.rejected[MALFORMED_LINE] += 1
+            report(f"line {line.number}: malformed line skipped: {line.malformed}")
+            texts.append((line.number, f"rejected {MALFORMED_LINE}: {line.malformed}"))
+        else:
+            texts.append((line.number, _count(outcomes[line.number], summary)))
+    return texts
+
+
+def _count(outcome: Outcome, summary: ApplySummary) -> str:
+    """Add ``outcome`` to ``summary`` and return its ``--verbose`` text."""
+    label = f"{outcome.operation.op} key {outcome.operation.idempotency_key!r}"
+    if outcome.status == "rejected":
+        name = type(outcome.error).__name__
         summary.rejected[name] += 1
-        return f"{label}: rejected {name}: {error}"
-    except storage_errors as error:
-        raise CommandError(
-            f"line {number}: storage failed ({error}); the lines before it were applied, "
-            f"so fix the database and apply the file again (keyed lines replay)"
-        ) from error
-
-    if ledger.last_call_replayed:
+        return f"{label}: rejected {name}: {outcome.error}"
+    if outcome.status == "replayed":
         summary.replayed += 1
         return f"{label}: replayed"
     summary.applied += 1
