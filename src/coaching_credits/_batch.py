@@ -51,6 +51,11 @@ def _parameters(op: str) -> inspect.Signature:
     return inspect.signature(getattr(Ledger, f"_{op}_plan"))
 
 
+def _copied(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    # A copy, so that changing the caller's dict later does not change the operation.
+    return dict(arguments)
+
+
 @attrs.frozen
 class Operation:
     """One ledger write call as data, for :meth:`Ledger.apply_batch`.
@@ -65,7 +70,7 @@ class Operation:
 
     op: str
     workspace_id: str
-    arguments: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    arguments: Mapping[str, Any] = attrs.field(factory=dict, converter=_copied)
     idempotency_key: str | None = None
 
     def __attrs_post_init__(self) -> None:
