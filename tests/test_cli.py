@@ -678,7 +678,8 @@ def test_apply_verbose(team: Cli, tmp_path: Path) -> None:
         "line 1: purchase key 'p1': applied",
         "line 2: purchase key 'p1': replayed",
         "line 3: spend key 's1': rejected InsufficientCredits: insufficient credits for member "
-        "'me-1' of workspace 'acme': 1 requested, 0 available",
+        "'me-1' of workspace 'acme': 1 requested, 0 available; an admin must transfer at least "
+        "1 more credits to the member first",
     ]
     assert out == ("3 lines: 1 applied, 1 replayed, 1 rejected\n  InsufficientCredits: 1\n")
 

@@ -199,8 +199,8 @@ def test_idempotency_conflict() -> None:
     message = str(error)
     assert "'k1'" in message
     assert "'ws'" in message
-    assert "'amount': 5" in message
-    assert "'amount': 6" in message
+    assert '"amount": 5' in message
+    assert '"amount": 6' in message
     assert "with a new key" in message
 
 

@@ -26,6 +26,7 @@ error for the same fault.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 __all__ = [
@@ -52,6 +53,14 @@ class CreditError(Exception):
     """Root of every error the library raises on purpose."""
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    """Return ``repr(value)``, cut to about ``limit`` characters so messages stay one line."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 15]}... ({len(text)} characters)"
+
+
 class InvalidAmount(CreditError, ValueError):
     """An amount or balance that is not a whole number in the allowed range.
 
@@ -64,7 +73,11 @@ class InvalidAmount(CreditError, ValueError):
         self.minimum = minimum
         self.maximum = maximum
         self.field = field
-        super().__init__(f"invalid {field} {value!r}: expected an int from {minimum} to {maximum}")
+        if maximum < minimum:
+            expected = f"no {field} fits, because the balance is at the limit of {MAX_INT64}"
+        else:
+            expected = f"expected an int from {minimum} to {maximum}"
+        super().__init__(f"invalid {field} {_shown(value)}: {expected}")
 
 
 class InvalidRequest(CreditError, ValueError):
@@ -102,20 +115,28 @@ class InsufficientCredits(CreditError):
         else:
             message = (
                 f"insufficient credits for member {member_id!r} of workspace {workspace_id!r}: "
-                f"{requested} requested, {available} available"
+                f"{requested} requested, {available} available; an admin must transfer at "
+                f"least {requested - available} more credits to the member first"
             )
         super().__init__(message)
 
 
 class PermissionDenied(CreditError):
-    """The acting member is not an admin of the workspace."""
+    """The acting member is not an admin of the workspace.
 
-    def __init__(self, *, workspace_id: str, actor_id: str, action: str) -> None:
+    ``is_member`` is ``False`` when the actor id is not a member of the workspace at all.
+    """
+
+    def __init__(
+        self, *, workspace_id: str, actor_id: str, action: str, is_member: bool = True
+    ) -> None:
         self.workspace_id = workspace_id
         self.actor_id = actor_id
         self.action = action
+        self.is_member = is_member
+        what = "an admin" if is_member else "a member"
         super().__init__(
-            f"permission denied: {actor_id!r} is not an admin of workspace {workspace_id!r} "
+            f"permission denied: {actor_id!r} is not {what} of workspace {workspace_id!r} "
             f"and cannot {action}; ask an admin of the workspace to do it"
         )
 
@@ -186,7 +207,8 @@ class IdempotencyConflict(CreditError):
         self.request = request
         super().__init__(
             f"idempotency key {key!r} of workspace {workspace_id!r} was already used for a "
-            f"different request ({original!r}); send this request ({request!r}) with a new key"
+            f"different request: {_canonical(original)} was stored, {_canonical(request)} "
+            f"was sent; send a different request with a new key"
         )
 
 
@@ -255,3 +277,15 @@ class StorageError(CreditError):
     def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
         self.sqlstate = sqlstate
         super().__init__(message)
+
+
+def _canonical(request: dict[str, Any] | None) -> str:
+    """Return a request as JSON with sorted keys, so two requests read side by side."""
+    if request is None:
+        return "an unknown request"
+    text = json.dumps(request, sort_keys=True, default=repr)
+    return text if len(text) <= 300 else f"{text[:285]}... ({len(text)} characters)"
+
+
+#: The largest value a signed 64-bit integer holds; amounts and balances stop there.
+MAX_INT64 = 2**63 - 1

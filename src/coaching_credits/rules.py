@@ -144,7 +144,11 @@ def require_admin(workspace: Workspace, actor: Member | None, action: str, actor
 
     ``actor`` is ``None`` when no member with ``actor_id`` exists in the workspace.
     """
-    if actor is None or actor.workspace_id != workspace.id or actor.role is not Role.ADMIN:
+    if actor is None or actor.workspace_id != workspace.id:
+        raise PermissionDenied(
+            workspace_id=workspace.id, actor_id=actor_id, action=action, is_member=False
+        )
+    if actor.role is not Role.ADMIN:
         raise PermissionDenied(workspace_id=workspace.id, actor_id=actor_id, action=action)
 
 
