@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from coaching_credits import CreditError, Ledger, Role, SQLiteRepository, StorageError
+from coaching_credits import (
+    MAX_AMOUNT,
+    CreditError,
+    Ledger,
+    Role,
+    SQLiteRepository,
+    StorageError,
+)
 from coaching_credits.repository.sqlite import SCHEMA_VERSION
 
 
@@ -190,3 +197,66 @@ def test_rollback_on_constraint_error(path: Path) -> None:
     assert isinstance(raised.value.__cause__, sqlite3.IntegrityError)
     assert Ledger(repository).pool("ws").balance == 0
     repository.close()
+
+
+def test_read_not_blocked_by_writer(path: Path) -> None:
+    """A ledger read returns while another connection holds the write lock."""
+    repository = SQLiteRepository(path, busy_timeout=0.2)
+    ledger = Ledger(repository, max_attempts=1)
+    ledger.create_workspace("ws")
+    ledger.purchase("ws", 7)
+
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE workspaces SET pool_balance = 99 WHERE id = 'ws'")
+    try:
+        assert ledger.pool("ws").balance == 7
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    repository.close()
+
+
+def test_journal_totals_past_int64(path: Path) -> None:
+    """Journal totals past 2**63-1 come back exact instead of overflowing in SQL."""
+    repository = SQLiteRepository(path)
+    ledger = Ledger(repository)
+    ledger.create_workspace("ws")
+    ledger.add_member("ws", "boss", role=Role.ADMIN)
+    ledger.purchase("ws", MAX_AMOUNT)
+    ledger.transfer_to("ws", "boss", MAX_AMOUNT, actor="boss")
+    ledger.spend("ws", "boss", MAX_AMOUNT)
+    ledger.purchase("ws", 3)
+
+    report = ledger.audit("ws")
+    assert report.ok
+    assert report.purchased == MAX_AMOUNT + 3
+    assert report.spent == MAX_AMOUNT
+    repository.close()
+
+
+def test_unopenable_path_is_storage_error(tmp_path: Path) -> None:
+    """A path SQLite cannot open raises StorageError naming the path, not a sqlite3 error."""
+    missing = tmp_path / "no" / "such" / "folder" / "ledger.db"
+    with pytest.raises(StorageError, match=r"ledger\.db"):
+        SQLiteRepository(missing)
+
+    not_a_database = tmp_path / "notes.db"
+    not_a_database.write_text("plain text, not SQLite\n" * 100)
+    with pytest.raises(StorageError, match=r"notes\.db"):
+        SQLiteRepository(not_a_database)
+
+
+def test_unknown_kind_rejected_by_schema(path: Path) -> None:
+    """The schema rejects a journal row with a kind the library does not know."""
+    repository = SQLiteRepository(path)
+    Ledger(repository).create_workspace("ws")
+    repository.close()
+
+    connection = sqlite3.connect(path)
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        connection.execute(
+            "INSERT INTO transfers (id, workspace_id, kind, amount, created_at)"
+            " VALUES ('t1', 'ws', 'bogus', 1, '2026-01-01T00:00:00+00:00')"
+        )
+    connection.close()

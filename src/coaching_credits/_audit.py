@@ -16,9 +16,10 @@ A reversal is recorded with the kind of the opposite move, so it needs no row of
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .models import AuditCheck, AuditMismatch, AuditReport, Member, Pool, TransferKind
+from .repository._protocol import Transaction
 
 #: Change per credit of each kind to the pool, and to the entry's member.
 _POOL_SIGN = {
@@ -39,15 +40,46 @@ _MEMBER_SIGN = {
 }
 
 
+def audit_workspace(tx: Transaction, workspace_id: str) -> AuditReport:
+    """Read a workspace's stored balances and journal through ``tx`` and compare them.
+
+    Besides the totals, it reads the latest entry of the pool and of each member, so a
+    balance recorded on the journal that disagrees with the stored one is reported too.
+    """
+    _, pool = tx.get_workspace(workspace_id)
+    members = tx.list_members(workspace_id)
+    totals = tx.journal_totals(workspace_id)
+
+    latest = tx.list_transfers(workspace_id, limit=1)
+    pool_snapshot = latest[0].pool_balance if latest else None
+    member_snapshots: dict[str, int] = {}
+    for member in members:
+        entries = tx.list_transfers(workspace_id, member_id=member.id, limit=1)
+        if entries and entries[0].member_balance is not None:
+            member_snapshots[member.id] = entries[0].member_balance
+
+    return build_report(
+        pool,
+        members,
+        totals,
+        pool_snapshot=pool_snapshot,
+        member_snapshots=member_snapshots,
+    )
+
+
 def build_report(
     pool: Pool,
     members: Sequence[Member],
     totals: Iterable[tuple[str | None, TransferKind, int]],
+    *,
+    pool_snapshot: int | None = None,
+    member_snapshots: Mapping[str, int] | None = None,
 ) -> AuditReport:
     """Compare ``pool`` and ``members`` (stored) with the journal ``totals`` of their workspace.
 
     ``totals`` contains ``(member_id, kind, sum of amounts)`` rows. A member who left has no
-    stored row, so the journal must bring their balance back to 0.
+    stored row, so the journal must bring their balance back to 0. ``pool_snapshot`` and
+    ``member_snapshots`` are the balances recorded on the latest entries, where known.
     """
     by_kind = dict.fromkeys(TransferKind, 0)
     expected_members: dict[str, int] = {}
@@ -74,6 +106,27 @@ def build_report(
             mismatches.append(
                 AuditMismatch(
                     check=AuditCheck.MEMBER, member_id=member_id, expected=expected, stored=stored
+                )
+            )
+
+    if pool_snapshot is not None and pool_snapshot != pool.balance:
+        mismatches.append(
+            AuditMismatch(
+                check=AuditCheck.POOL_SNAPSHOT,
+                member_id=None,
+                expected=pool_snapshot,
+                stored=pool.balance,
+            )
+        )
+    for member_id, snapshot in sorted((member_snapshots or {}).items()):
+        stored = stored_members.get(member_id, 0)
+        if snapshot != stored:
+            mismatches.append(
+                AuditMismatch(
+                    check=AuditCheck.MEMBER_SNAPSHOT,
+                    member_id=member_id,
+                    expected=snapshot,
+                    stored=stored,
                 )
             )
 

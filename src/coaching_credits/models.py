@@ -163,6 +163,10 @@ class AuditCheck(str, enum.Enum):
     MEMBER = "member"
     #: Pool plus all member balances against credits purchased - refunded - spent.
     CONSERVATION = "conservation"
+    #: The pool's stored balance against the pool balance recorded on the latest entry.
+    POOL_SNAPSHOT = "pool_snapshot"
+    #: A member's stored balance against the balance recorded on their latest entry.
+    MEMBER_SNAPSHOT = "member_snapshot"
 
 
 @attrs.frozen
@@ -170,7 +174,8 @@ class AuditMismatch:
     """One stored figure that disagrees with the journal.
 
     ``expected`` is rebuilt from the journal, ``stored`` is what the repository holds.
-    ``member_id`` is set for :attr:`AuditCheck.MEMBER` only.
+    ``member_id`` is set for :attr:`AuditCheck.MEMBER` and :attr:`AuditCheck.MEMBER_SNAPSHOT`
+    only. For the snapshot checks, ``expected`` is the balance recorded on the latest entry.
     """
 
     check: AuditCheck

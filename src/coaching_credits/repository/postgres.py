@@ -83,7 +83,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             id text NOT NULL UNIQUE,
             workspace_id text COLLATE "C" NOT NULL REFERENCES {s}.workspaces (id),
             member_id text COLLATE "C",
-            kind text NOT NULL,
+            kind text NOT NULL CHECK (kind IN (
+                'purchase', 'transfer_to', 'transfer_from', 'spend', 'member_removed', 'refund'
+            )),
             amount bigint NOT NULL CHECK (amount >= 0),
             actor_id text,
             pool_balance bigint CHECK (pool_balance >= 0),
@@ -410,13 +412,24 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
+def _kind(value: str, where: str) -> TransferKind:
+    """Return the kind stored in a journal row; an unknown one means the row was altered."""
+    try:
+        return TransferKind(value)
+    except ValueError:
+        raise StorageError(
+            f"{where} has unknown transfer kind {value!r}; the journal was changed outside "
+            f"the library or by a newer release"
+        ) from None
+
+
 def _transfer_from_row(workspace_id: str, row: Sequence[Any]) -> Transfer:
     return Transfer(
         sequence=row[0],
         id=row[1],
         workspace_id=workspace_id,
         member_id=row[2],
-        kind=TransferKind(row[3]),
+        kind=_kind(row[3], f"transfer {row[1]!r}"),
         amount=row[4],
         actor_id=row[5],
         pool_balance=row[6],
@@ -681,7 +694,8 @@ class _PostgresTransaction:
             " GROUP BY member_id, kind",
             (workspace_id,),
         )
-        return [(member_id, TransferKind(kind), int(total)) for member_id, kind, total in rows]
+        where = f"journal of workspace {workspace_id!r}"
+        return [(member_id, _kind(kind, where), int(total)) for member_id, kind, total in rows]
 
     def get_idempotency(self, workspace_id: str, key: str) -> IdempotencyRecord | None:
         row = self._execute(

@@ -1,10 +1,11 @@
 """The SQLite backend, on the standard library's :mod:`sqlite3`.
 
-Each thread and each process gets its own connection. Every transaction starts with
+Each thread and each process gets its own connection. Every ledger write starts with
 ``BEGIN IMMEDIATE``, which takes SQLite's single write lock up front, so writers run one at a
 time and no read-rule-commit step can work from a stale balance. Waiting for the lock is bounded
 by the busy timeout; when it runs out the backend raises :class:`RetryableConflict` and the
-ledger retries the step. The database runs in WAL mode so readers do not block the writer.
+ledger retries the step. Reads start with ``BEGIN DEFERRED``, and the database runs in WAL mode,
+so readers neither wait for nor block the writer.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ CREATE TABLE IF NOT EXISTS transfers (
     id TEXT NOT NULL UNIQUE,
     workspace_id TEXT NOT NULL REFERENCES workspaces (id),
     member_id TEXT,
-    kind TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (
+        kind IN ('purchase', 'transfer_to', 'transfer_from', 'spend', 'member_removed', 'refund')
+    ),
     amount INTEGER NOT NULL CHECK (amount >= 0),
     actor_id TEXT,
     pool_balance INTEGER CHECK (pool_balance >= 0),
@@ -95,7 +98,7 @@ def _transfer_from_row(workspace_id: str, row: Sequence[Any]) -> Transfer:
         id=row[1],
         workspace_id=workspace_id,
         member_id=row[2],
-        kind=TransferKind(row[3]),
+        kind=_kind(row[3], f"transfer {row[1]!r}"),
         amount=row[4],
         actor_id=row[5],
         pool_balance=row[6],
@@ -105,6 +108,17 @@ def _transfer_from_row(workspace_id: str, row: Sequence[Any]) -> Transfer:
         metadata=json.loads(row[10]) if row[10] else {},
         reverses=row[11],
     )
+
+
+def _kind(value: str, where: str) -> TransferKind:
+    """Return the kind stored in a journal row; an unknown one means the row was altered."""
+    try:
+        return TransferKind(value)
+    except ValueError:
+        raise StorageError(
+            f"{where} has unknown transfer kind {value!r}; the journal was changed outside "
+            f"the library or by a newer release"
+        ) from None
 
 
 def _utc_text(moment: datetime) -> str:
@@ -190,15 +204,16 @@ class SQLiteRepository:
 
     @contextmanager
     def transaction(self) -> Iterator[_SQLiteTransaction]:
-        """Open a write transaction with ``BEGIN IMMEDIATE``; commit when the block succeeds.
+        """Open a unit of work; commit when the block succeeds, roll back when it raises.
 
-        A lock wait that timed out raises :class:`RetryableConflict`; any other ``sqlite3``
-        error raises :class:`StorageError`.
+        A unit that starts by writing takes the write lock with ``BEGIN IMMEDIATE``; one that
+        starts by reading uses ``BEGIN DEFERRED`` and does not wait for writers. A lock wait
+        that timed out raises :class:`RetryableConflict`; any other ``sqlite3`` error raises
+        :class:`StorageError`.
         """
         with self._shared_lock if self.path == ":memory:" else _null_lock():
-            connection = self._connection()
             with _translated(self.path):
-                connection.execute("BEGIN IMMEDIATE")
+                connection = self._connection()
             try:
                 with _translated(self.path):
                     yield _SQLiteTransaction(connection)
@@ -208,7 +223,8 @@ class SQLiteRepository:
                 raise
             try:
                 with _translated(self.path):
-                    connection.execute("COMMIT")
+                    if connection.in_transaction:
+                        connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
@@ -246,12 +262,37 @@ def _translated(path: str) -> Iterator[None]:
 
 
 class _SQLiteTransaction:
+    """One unit of work that begins on its first statement.
+
+    A unit that starts by writing (or by locking the workspace) begins with ``BEGIN IMMEDIATE``
+    and so waits for SQLite's single write lock up front; one that starts by reading begins
+    with ``BEGIN DEFERRED`` and, in WAL mode, reads a snapshot without waiting for writers.
+    """
+
     def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
+        self._connection = connection
+
+    def _begin(self, *, write: bool) -> sqlite3.Connection:
+        if not self._connection.in_transaction:
+            self._connection.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
+        return self._connection
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, inside a write transaction, for statements the protocol lacks."""
+        return self._begin(write=True)
+
+    @property
+    def _writer(self) -> sqlite3.Connection:
+        return self._begin(write=True)
+
+    @property
+    def _reader(self) -> sqlite3.Connection:
+        return self._begin(write=False)
 
     def create_workspace(self, workspace: Workspace, pool: Pool) -> None:
         try:
-            self.connection.execute(
+            self._writer.execute(
                 "INSERT INTO workspaces (id, coaching_enabled, low_pool_threshold, pool_balance)"
                 " VALUES (?, ?, ?, ?)",
                 (
@@ -265,11 +306,12 @@ class _SQLiteTransaction:
             raise WorkspaceAlreadyExists(workspace.id) from None
 
     def lock_workspace(self, workspace_id: str) -> tuple[Workspace, Pool]:
-        # BEGIN IMMEDIATE already holds the database's write lock.
+        # Beginning with BEGIN IMMEDIATE takes the database's write lock before the read.
+        self._begin(write=True)
         return self.get_workspace(workspace_id)
 
     def get_workspace(self, workspace_id: str) -> tuple[Workspace, Pool]:
-        row = self.connection.execute(
+        row = self._reader.execute(
             "SELECT coaching_enabled, low_pool_threshold, pool_balance FROM workspaces"
             " WHERE id = ?",
             (workspace_id,),
@@ -288,7 +330,7 @@ class _SQLiteTransaction:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self.connection.execute(
+            rows = self._reader.execute(
                 f"SELECT id, role, balance FROM members WHERE workspace_id = ? AND id IN ({marks})",
                 (workspace_id, *chunk),
             )
@@ -299,7 +341,7 @@ class _SQLiteTransaction:
         return found
 
     def list_members(self, workspace_id: str) -> list[Member]:
-        rows = self.connection.execute(
+        rows = self._reader.execute(
             "SELECT id, role, balance FROM members WHERE workspace_id = ? ORDER BY id",
             (workspace_id,),
         )
@@ -310,7 +352,7 @@ class _SQLiteTransaction:
 
     def insert_member(self, member: Member) -> None:
         try:
-            self.connection.execute(
+            self._writer.execute(
                 "INSERT INTO members (workspace_id, id, role, balance) VALUES (?, ?, ?, ?)",
                 (member.workspace_id, member.id, member.role.value, member.balance),
             )
@@ -322,23 +364,23 @@ class _SQLiteTransaction:
             ) from None
 
     def delete_member(self, workspace_id: str, member_id: str) -> None:
-        self.connection.execute(
+        self._writer.execute(
             "DELETE FROM members WHERE workspace_id = ? AND id = ?", (workspace_id, member_id)
         )
 
     def update_workspace(self, workspace: Workspace) -> None:
-        self.connection.execute(
+        self._writer.execute(
             "UPDATE workspaces SET coaching_enabled = ?, low_pool_threshold = ? WHERE id = ?",
             (int(workspace.coaching_enabled), workspace.low_pool_threshold, workspace.id),
         )
 
     def update_pool(self, pool: Pool) -> None:
-        self.connection.execute(
+        self._writer.execute(
             "UPDATE workspaces SET pool_balance = ? WHERE id = ?", (pool.balance, pool.workspace_id)
         )
 
     def update_members(self, members: Iterable[Member]) -> None:
-        self.connection.executemany(
+        self._writer.executemany(
             "UPDATE members SET role = ?, balance = ? WHERE workspace_id = ? AND id = ?",
             [(m.role.value, m.balance, m.workspace_id, m.id) for m in members],
         )
@@ -348,7 +390,7 @@ class _SQLiteTransaction:
         for transfer in transfers:
             if transfer.id is None or transfer.created_at is None:
                 raise ValueError("a transfer needs an id and a time before it is stored")
-            cursor = self.connection.execute(
+            cursor = self._writer.execute(
                 "INSERT INTO transfers (id, workspace_id, member_id, kind, amount, actor_id,"
                 " pool_balance, member_balance, created_at, reason, metadata, reverses)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -407,34 +449,37 @@ class _SQLiteTransaction:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [
-            _transfer_from_row(workspace_id, row) for row in self.connection.execute(sql, params)
-        ]
+        return [_transfer_from_row(workspace_id, row) for row in self._reader.execute(sql, params)]
 
     def get_transfer(self, workspace_id: str, transfer_id: str) -> Transfer | None:
-        row = self.connection.execute(
+        row = self._reader.execute(
             f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE workspace_id = ? AND id = ?",
             (workspace_id, transfer_id),
         ).fetchone()
         return None if row is None else _transfer_from_row(workspace_id, row)
 
     def find_reversal(self, workspace_id: str, transfer_id: str) -> Transfer | None:
-        row = self.connection.execute(
+        row = self._reader.execute(
             f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE workspace_id = ? AND reverses = ?",
             (workspace_id, transfer_id),
         ).fetchone()
         return None if row is None else _transfer_from_row(workspace_id, row)
 
     def journal_totals(self, workspace_id: str) -> list[tuple[str | None, TransferKind, int]]:
-        rows = self.connection.execute(
-            "SELECT member_id, kind, sum(amount) FROM transfers WHERE workspace_id = ?"
-            " GROUP BY member_id, kind",
+        # SQLite's sum() raises "integer overflow" past 2**63-1, which a long-lived workspace's
+        # purchases can reach, so the high and low 32 bits are summed apart and joined here.
+        rows = self._reader.execute(
+            "SELECT member_id, kind, sum(amount >> 32), sum(amount & 4294967295) FROM transfers"
+            " WHERE workspace_id = ? GROUP BY member_id, kind",
             (workspace_id,),
         )
-        return [(member_id, TransferKind(kind), total) for member_id, kind, total in rows]
+        return [
+            (member_id, _kind(kind, f"journal of workspace {workspace_id!r}"), (high << 32) + low)
+            for member_id, kind, high, low in rows
+        ]
 
     def get_idempotency(self, workspace_id: str, key: str) -> IdempotencyRecord | None:
-        row = self.connection.execute(
+        row = self._reader.execute(
             "SELECT request, response, created_at FROM idempotency_keys"
             " WHERE workspace_id = ? AND key = ?",
             (workspace_id, key),
@@ -450,7 +495,7 @@ class _SQLiteTransaction:
         )
 
     def put_idempotency(self, record: IdempotencyRecord) -> None:
-        self.connection.execute(
+        self._writer.execute(
             "INSERT INTO idempotency_keys (workspace_id, key, request, response, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
             (
