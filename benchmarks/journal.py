@@ -5,8 +5,8 @@ Run from the repository root after ``pip install -e '.[dev]'``:
     python benchmarks/journal.py                        # SQLite, and PostgreSQL if reachable
     python benchmarks/journal.py --transfers 100000     # a smaller journal, for a smoke run
 
-The journal is built in bulk: the ledger creates the workspace, its members and one purchase,
-then rows that follow the ledger's rules are inserted directly (SQLite ``executemany`` in one
+The journal is built in bulk. The ledger creates the workspace, its members and one purchase.
+Then rows that follow the ledger's rules are inserted directly (SQLite ``executemany`` in one
 transaction, PostgreSQL ``COPY``), and the stored balances are set to what those rows leave.
 A few more transfers then go through the ledger on top, and the audit must report no
 mismatch. The SQLite file lives in a temporary folder and the PostgreSQL database is a
@@ -72,7 +72,8 @@ def _member_id(index: int) -> str:
 class _SyntheticJournal:
     """Rows of transfers that obey the ledger's rules, and the balances they leave behind.
 
-    ``pool`` and ``balances`` hold the final values once :meth:`rows` has been consumed.
+    ``pool``, ``balances`` and ``spent`` contain the final values once :meth:`rows` has been
+    consumed.
     """
 
     def __init__(self, count: int) -> None:
@@ -163,8 +164,9 @@ def _fill_sqlite(path: str, journal: _SyntheticJournal) -> None:
 def _fill_postgres(conninfo: str, schema: str, journal: _SyntheticJournal) -> None:
     """COPY the synthetic rows in, set the balances they leave, then VACUUM ANALYZE.
 
-    Autovacuum analyzes a table after an insert of this size on its own; running it here
-    measures the steady state instead of the minutes before autovacuum gets to it.
+    With default settings, autovacuum vacuums and analyzes a table after an insert of this
+    size (PostgreSQL 13 or later). Running it here measures that steady state, not the
+    minutes before autovacuum reaches the table.
     """
     import psycopg
 
@@ -197,9 +199,13 @@ def _check_walk(ledger: Ledger, member_id: str | None, pages: int) -> None:
     for _ in range(pages):
         page = ledger.history(WORKSPACE, member_id=member_id, before=before, limit=PAGE_SIZE)
         if len(page) != PAGE_SIZE:
-            raise AssertionError(f"a history page held {len(page)} entries, not {PAGE_SIZE}")
+            raise AssertionError(
+                f"a history page contained {len(page)} entries, expected {PAGE_SIZE}"
+            )
         if member_id is not None and any(t.member_id != member_id for t in page):
-            raise AssertionError(f"a page of {member_id!r}'s history held another member's entry")
+            raise AssertionError(
+                f"a page of {member_id!r}'s history contained another member's entry"
+            )
         sequences.extend(t.sequence or 0 for t in page)
         before = page[-1].sequence
     if sequences != sorted(set(sequences), reverse=True):

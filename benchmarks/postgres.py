@@ -7,8 +7,8 @@ this machine:
     python benchmarks/postgres.py --seconds 0.5
 
 Each worker is a separate process (multiprocessing, spawn context) with one connection.
-The library side calls ``Ledger.transfer_to`` on a :class:`PostgresRepository`; the raw side
-runs, with psycopg on one connection, the statements that the PostgreSQL backend sends for one
+On the library side it calls ``Ledger.transfer_to`` on a :class:`PostgresRepository`. On the
+raw side it runs, with psycopg, the statements that the PostgreSQL backend sends for one
 ``transfer_to`` call, in one transaction per call. Both sides work on identical tables in two
 schemas of one throwaway database, which is created with ``CREATE DATABASE`` through
 ``COACHING_CREDITS_BENCH_POSTGRES`` (default ``host=127.0.0.1 port=5432 user=postgres
@@ -53,8 +53,8 @@ LIBRARY_SCHEMA = "coaching_credits"
 RAW_SCHEMA = "coaching_credits_raw"
 ADMIN = "admin"
 
-#: Longest a worker may take to start, or to finish one measured round beyond its planned
-#: length, before the benchmark stops it and fails, in seconds.
+#: Maximum time, in seconds, for a worker to start, and for a round to run past its planned
+#: length, before the benchmark stops the workers and fails.
 START_TIMEOUT = 60.0
 ROUND_GRACE = 60.0
 
@@ -344,7 +344,7 @@ def _check_journals(conninfo: str, schema: str, committed: int) -> None:
     stored = row[0] if row else 0
     if stored != committed:
         raise AssertionError(
-            f"schema {schema!r} holds {stored} transfers, but the workers reported {committed}"
+            f"schema {schema!r} contains {stored} transfers, but the workers reported {committed}"
         )
 
 
