@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import re
 import shutil
 import threading
 import uuid
@@ -597,3 +598,10 @@ def test_cli_batch_reports_malformed_line(tmp_path: Path) -> None:
     ]
     balances_out = json.loads(run_tool(database, "balances", "acme", "--format", "json").stdout)
     assert balances_out["pool"] == 6
+
+
+def test_batching_guide_example_runs() -> None:
+    """The Python example in docs/batching.md runs as written; its asserts are the checks."""
+    guide = Path(__file__).parents[1] / "docs" / "batching.md"
+    (example,) = re.findall(r"```python\n(.*?)```", guide.read_text(encoding="utf-8"), re.S)
+    exec(compile(example, str(guide), "exec"), {})

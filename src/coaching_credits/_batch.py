@@ -60,9 +60,9 @@ def _copied(arguments: Mapping[str, Any]) -> dict[str, Any]:
 class Operation:
     """One ledger write call as data, for :meth:`Ledger.apply_batch`.
 
-    ``op`` names the :class:`Ledger` method, such as ``"transfer_to"``. ``arguments`` holds
-    that method's arguments other than the workspace id and the idempotency key, by parameter
-    name: ``{"member_id": "ann", "amount": 5, "actor": "boss"}``. An unknown ``op`` or an
+    ``op`` names the :class:`Ledger` method, such as ``"transfer_to"``. ``arguments``
+    contains that method's arguments other than the workspace id and the idempotency key, by
+    parameter name: ``{"member_id": "ann", "amount": 5, "actor": "boss"}``. An unknown ``op`` or an
     argument the method does not take raises :class:`~coaching_credits.InvalidRequest` here;
     the values themselves are checked when the batch runs, exactly as the single call checks
     them.
@@ -96,10 +96,13 @@ class Operation:
 class Outcome:
     """What :meth:`Ledger.apply_batch` did with one operation.
 
-    ``status`` is ``"applied"`` (``result`` is what the single call returns),
-    ``"replayed"`` (its key was used before with the same request; ``result`` is the
-    original result and nothing changed) or ``"rejected"`` (``error`` is the
-    :class:`~coaching_credits.CreditError` the single call would raise; nothing changed).
+    ``status`` is one of:
+
+    - ``"applied"``: ``result`` is what the single call returns.
+    - ``"replayed"``: the key was used before with the same request, so nothing changed and
+      ``result`` is the original result.
+    - ``"rejected"``: ``error`` is the :class:`~coaching_credits.CreditError` the single call
+      would raise, and nothing changed.
     """
 
     operation: Operation

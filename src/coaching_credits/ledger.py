@@ -737,17 +737,17 @@ class Ledger:
     # Batches ------------------------------------------------------------------------------
 
     def apply_batch(self, operations: Iterable[Operation]) -> list[Outcome]:
-        """Apply many write calls in one transaction; return one :class:`Outcome` each, in order.
+        """Apply many write calls in one transaction and return one :class:`Outcome` each.
 
-        Each operation runs the same checks, in the same order, as its single call, and sees
-        the state the operations before it left. A rejected operation changes nothing, is
-        reported as rejected, and the batch goes on; a keyed rejection is remembered in the
-        same transaction, as a single call remembers it. A key used twice in one batch
-        replays (or conflicts) on its second use. A storage error, a crash or running out of
-        retries commits none of the batch; on a clash with a concurrent writer the whole
-        batch runs again, like a single call. The batch locks every workspace it names in
-        ascending id order before it runs any operation. :attr:`last_call_replayed` is left
-        as it was: each outcome says whether it replayed.
+        Each :class:`Operation` runs the same checks, in the same order, as its single call,
+        and sees the state the operations before it left. A rejected operation changes
+        nothing and the batch goes on. Idempotency keys work as in single calls, also for a
+        key used twice in one batch, and a keyed rejection is remembered in the same
+        transaction. A storage error, a crash or running out of retries commits none of the
+        batch, and a clash with a concurrent writer reruns the whole batch. Every workspace
+        the batch names is locked in ascending id order before the first operation runs.
+        :attr:`last_call_replayed` is left as it was, because each outcome says whether it
+        replayed.
         """
         return _batch.apply_batch(self, list(operations))
 
