@@ -68,17 +68,23 @@ def require_loopback(conninfo: str) -> None:
     """Raise ``ValueError`` unless ``conninfo`` names a server on this machine.
 
     The benchmarks create and drop databases, so they never run against another host. A
-    Unix socket directory (a host starting with ``/``) counts as this machine.
+    Unix socket directory (a host starting with ``/``) counts as this machine, and so does
+    no host at all, which libpq takes as its default socket directory.
     """
     from psycopg.conninfo import conninfo_to_dict
 
-    hosts = str(conninfo_to_dict(conninfo).get("host") or "").split(",")
-    remote = [h for h in hosts if h and h not in _LOOPBACK_HOSTS and not h.startswith("/")]
-    if remote or hosts == [""]:
+    params = conninfo_to_dict(conninfo)
+    # hostaddr, when given, is the address libpq connects to, whatever host says.
+    targets = []
+    for key, variable in (("host", "PGHOST"), ("hostaddr", "PGHOSTADDR")):
+        value = params.get(key) or os.environ.get(variable) or ""
+        targets.extend(str(value).split(","))
+    remote = [t for t in targets if t and t not in _LOOPBACK_HOSTS and not t.startswith("/")]
+    if remote:
         raise ValueError(
-            f"invalid benchmark conninfo {conninfo!r}: the host must be 127.0.0.1, ::1, "
-            f"localhost or a Unix socket directory, because the benchmark creates and drops "
-            f"databases; set {CONNINFO_VARIABLE} to a local server"
+            f"invalid benchmark conninfo {conninfo!r}: host {remote[0]!r} is not 127.0.0.1, "
+            f"::1, localhost or a Unix socket directory, and the benchmark creates and drops "
+            f"databases; set {CONNINFO_VARIABLE} to a server on this machine"
         )
 
 
