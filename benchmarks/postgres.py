@@ -74,7 +74,7 @@ def require_loopback(conninfo: str) -> None:
     from psycopg.conninfo import conninfo_to_dict
 
     params = conninfo_to_dict(conninfo)
-    # hostaddr, when given, is the address libpq connects to, whatever host says.
+    # hostaddr, when given, is the address libpq connects to, whichever host is named.
     targets = []
     for key, variable in (("host", "PGHOST"), ("hostaddr", "PGHOSTADDR")):
         value = params.get(key) or os.environ.get(variable) or ""
@@ -414,12 +414,12 @@ def bench_postgres(report: Report, seconds: float, conninfo: str) -> None:
         if not within:
             notes.append(f"lowest ratio {min(ratios):.0%}")
         if spread:
-            one = rates[spread, 1, "library"]
+            single = rates[spread, 1, "library"]
             four = rates[spread, 4, "library"]
             target += ", and more calls/s with 4 workers than with 1"
-            met = within and four > one
-            if four <= one:
-                notes.append(f"4 workers {four:,.0f}/s is not above 1 worker {one:,.0f}/s")
+            met = within and four > single
+            if four <= single:
+                notes.append(f"4 workers {four:,.0f}/s is not above 1 worker {single:,.0f}/s")
         layout = f"{WORKSPACE_COUNT} workspaces" if spread else "one workspace"
         report.add(
             Figure(
