@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shlex
 import subprocess
 import sys
 import uuid
@@ -506,6 +508,37 @@ def test_bad_amount(team: Cli, amount: str) -> None:
     assert team.json("balances", "acme")["pool"] == 100
 
 
+@pytest.mark.parametrize("command", ["purchase", "spend", "transfer-to", "set-balances"])
+def test_amount_with_5000_digits(team: Cli, command: str) -> None:
+    """An amount beyond Python's 4300-digit conversion limit is InvalidAmount on one line."""
+    digits = "1" * 5000
+    arguments = {
+        "purchase": ["acme", digits],
+        "spend": ["acme", "me-1", digits],
+        "transfer-to": ["acme", "me-1", digits, "--actor", "ad-1"],
+        "set-balances": ["acme", digits, "me-1", "--actor", "ad-1"],
+    }[command]
+    err = team.fails(command, *arguments)
+    assert err.startswith("coaching-credits: error: invalid ")
+    assert "(5002 characters)" in err
+    assert len(err.splitlines()) == 1
+    assert team.json("balances", "acme")["pool"] == 100
+
+
+def test_amount_leading_zeros(team: Cli) -> None:
+    """Leading zeros do not count towards the digit limit of an amount."""
+    team.ok("purchase", "acme", "0" * 30 + "7")
+    assert team.json("balances", "acme")["pool"] == 107
+
+
+def test_limit_with_5000_digits_is_usage_error(team: Cli) -> None:
+    """A page size beyond Python's conversion limit is a short usage error."""
+    err = team.fails("history", "acme", "--limit", "9" * 5000, code=2)
+    message = err.splitlines()[-1]
+    assert "argument --limit: invalid number (5000 characters)" in message
+    assert len(message) < 200
+
+
 def test_bad_balance(team: Cli) -> None:
     """set-balances accepts 0 but not a negative balance."""
     team.ok("set-balances", "acme", "0", "me-1", "--actor", "ad-1")
@@ -649,6 +682,48 @@ def test_apply_malformed_lines(team: Cli, tmp_path: Path) -> None:
     assert team.json("balances", "acme")["pool"] == 101
 
 
+def test_apply_integers_with_5000_digits(team: Cli, tmp_path: Path) -> None:
+    """A huge amount is InvalidAmount, a huge id is malformed, and the file goes on."""
+    digits = "1" * 5000
+    actions = write_lines(
+        tmp_path / "actions.jsonl",
+        [
+            f'{{"op": "purchase", "workspace": "acme", "amount": {digits}, "key": "p1"}}',
+            f'{{"op": "purchase", "workspace": "acme", "amount": -{digits}}}',
+            f'{{"op": "set_balances", "workspace": "acme", "actor": "ad-1", '
+            f'"members": ["me-1"], "balance": {digits}}}',
+            f'{{"op": "spend", "workspace": "acme", "member": {digits}, "amount": 1}}',
+            {"op": "purchase", "workspace": "acme", "amount": 5, "key": "p1"},
+        ],
+    )
+    for batch_size in ("1", "10"):
+        code, out, err = team("apply", str(actions), "--format", "json", "--batch-size", batch_size)
+        assert code == 0, err
+        summary = json.loads(out)
+        assert summary["rejected"] == {"InvalidAmount": 3, "MalformedLine": 1}
+        assert summary["applied"] + summary["replayed"] == 1
+        assert (
+            "line 4: malformed line skipped: spend: field 'member' is 1111111111...(5000 "
+            "digits), expected a string" in err
+        )
+        assert len(err) < 500
+    assert team.json("balances", "acme")["pool"] == 105
+
+
+def test_apply_long_integer_verbose(team: Cli, tmp_path: Path) -> None:
+    """The verbose line of a huge amount shows its digit count, not its digits."""
+    actions = write_lines(
+        tmp_path / "actions.jsonl",
+        [f'{{"op": "purchase", "workspace": "acme", "amount": {"9" * 5000}}}'],
+    )
+    code, _, err = team("apply", str(actions), "--verbose")
+    assert code == 0
+    assert err == (
+        "line 1: purchase: rejected InvalidAmount: invalid amount 9999999999...(5000 digits): "
+        "expected an int from 1 to 9223372036854775807\n"
+    )
+
+
 def test_apply_invalid_utf8_line(team: Cli, tmp_path: Path) -> None:
     """A line that is not UTF-8 is malformed; the lines after it still apply."""
     actions = tmp_path / "actions.jsonl"
@@ -682,6 +757,27 @@ def test_apply_verbose(team: Cli, tmp_path: Path) -> None:
         "1 more credits to the member first",
     ]
     assert out == ("3 lines: 1 applied, 1 replayed, 1 rejected\n  InsufficientCredits: 1\n")
+
+
+def test_apply_verbose_unkeyed_and_malformed(team: Cli, tmp_path: Path) -> None:
+    """--verbose names no key for an unkeyed line and reports a malformed line once."""
+    actions = write_lines(
+        tmp_path / "actions.jsonl",
+        [
+            {"op": "purchase", "workspace": "acme", "amount": 1},
+            {"op": "purchase", "workspace": "acme", "amount": 1, "key": None},
+            "{not json",
+        ],
+    )
+    for batch_size in ("1", "5"):
+        code, _, err = team("apply", str(actions), "--verbose", "--batch-size", batch_size)
+        assert code == 0
+        assert err.splitlines() == [
+            "line 1: purchase: applied",
+            "line 2: purchase: applied",
+            "line 3: rejected MalformedLine: invalid JSON: Expecting property name enclosed in "
+            "double quotes at column 2",
+        ]
 
 
 class _Terminal(io.StringIO):
@@ -766,6 +862,52 @@ def test_demo_kept_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 # python -m ----------------------------------------------------------------------------------
+
+
+def _run_into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the tool with stdout on a pipe whose reader has already gone, as after ``head``."""
+    read_end, write_end = os.pipe()
+    # Closing the read end first makes the tool's first write fail with EPIPE, every time.
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "coaching_credits", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["demo", "--format", "json"], ["demo"], ["balances", "acme"], ["history", "acme"]],
+)
+def test_closed_pipe_exits_quietly(team: Cli, arguments: list[str]) -> None:
+    """A reader that closed the pipe early ends the tool with status 141 and no traceback."""
+    for _ in range(3):
+        team.ok("transfer-to", "acme", "me-1", "1", "--actor", "ad-1")
+    result = _run_into_closed_pipe("--db", team.database, *arguments)
+    assert result.stderr == ""
+    assert result.returncode == 141
+
+
+def test_head_reads_first_lines(team: Cli) -> None:
+    """A real pipe into head prints the first lines, and the tool exits without a message."""
+    command = (
+        f"{shlex.quote(sys.executable)} -m coaching_credits "
+        f"--db {shlex.quote(team.database)} balances acme | head -2"
+    )
+    result = subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0].startswith("workspace acme: ")
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr == ""
 
 
 def test_python_m_subprocess(tmp_path: Path) -> None:

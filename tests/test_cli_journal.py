@@ -139,16 +139,17 @@ def test_audit_clean_then_dirty(team: Cli) -> None:
     assert report["ok"] is False
     assert report["mismatches"] == [
         {"check": "member", "member_id": "bob", "expected": 30, "stored": 45},
+        {"check": "member_snapshot", "member_id": "bob", "expected": 30, "stored": 45},
         {"check": "conservation", "member_id": None, "expected": 100, "stored": 115},
     ]
     assert report["totals"]["stored_members_total"] == 45
     line = single_line(err)
-    assert "audit of workspace 'acme' found 2 mismatches" in line
+    assert "audit of workspace 'acme' found 3 mismatches" in line
 
     code, out, err = team("audit", "acme")
     assert code == 1
     assert out.splitlines()[0] == (
-        "workspace acme: audit failed with 2 mismatches between the stored balances and the journal"
+        "workspace acme: audit failed with 3 mismatches between the stored balances and the journal"
     )
     assert "  member bob: journal 30, stored 45" in out
     assert "  conservation: journal 100, stored 115" in out
@@ -541,6 +542,9 @@ def test_metadata_errors(team: Cli) -> None:
     assert "expected KEY=VALUE" in team.fails("purchase", "acme", "1", "--metadata", "=v", code=2)
     err = team.fails("purchase", "acme", "1", "--metadata", "a=1", "--metadata", "a=2", code=2)
     assert "key 'a' is given twice" in err
+    # The subcommand's usage line, which lists --metadata, not the top-level one.
+    assert err.startswith("usage: coaching-credits purchase ")
+    assert "--metadata KEY=VALUE" in err
 
     too_many = [arg for i in range(21) for arg in ("--metadata", f"k{i}=v")]
     assert "metadata" in single_line(team.fails("purchase", "acme", "1", *too_many))

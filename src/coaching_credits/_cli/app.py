@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
-from ..errors import CreditError
+from ..errors import CreditError, StorageError
 from ..ledger import Ledger
 from ..models import Role, TransferKind
 from ..repository import Repository
@@ -40,12 +41,23 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 #: Exit status after Ctrl-C, as shells report a process ended by SIGINT.
 EXIT_INTERRUPTED = 130
+#: Exit status when standard output is a pipe whose reader has gone, as shells report a process
+#: ended by SIGPIPE.
+EXIT_BROKEN_PIPE = 141
+
+#: The most digits a whole-number option may have. Python refuses to convert more than 4300
+#: digits, and 19 digits already exceed every count the tool accepts.
+_MAX_NUMBER_DIGITS = 19
 
 # Commands that may create a SQLite file; every other one needs an existing database.
 _CREATING_COMMANDS = {"create-workspace", "migrate", "demo"}
 
 
 def _positive_int(text: str) -> int:
+    if len(text.strip().lstrip("+-").lstrip("0")) > _MAX_NUMBER_DIGITS:
+        raise argparse.ArgumentTypeError(
+            f"invalid number ({len(text)} characters): expected at most {_MAX_NUMBER_DIGITS} digits"
+        )
     try:
         value = int(text)
     except ValueError:
@@ -83,6 +95,29 @@ def _metadata_item(text: str) -> tuple[str, str]:
     return key, value
 
 
+class _MetadataAction(argparse.Action):
+    """Collect ``--metadata`` pairs, and reject a key given twice as a usage error.
+
+    Raising :class:`argparse.ArgumentError` here makes the subcommand's parser print its own
+    usage line, not the top-level one.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        # The option's type, _metadata_item, has made each value a (key, value) pair.
+        key, value = cast("tuple[str, str]", values)
+        pairs: list[tuple[str, str]] = list(getattr(namespace, self.dest, None) or [])
+        if any(seen == key for seen, _ in pairs):
+            raise argparse.ArgumentError(self, f"key {key!r} is given twice; give each key once")
+        pairs.append((key, value))
+        setattr(namespace, self.dest, pairs)
+
+
 def _add_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=FORMATS, default="text", help="output format (default: text)"
@@ -100,7 +135,7 @@ def _add_note(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", help="note stored on the journal entry, at most 500 characters")
     parser.add_argument(
         "--metadata",
-        action="append",
+        action=_MetadataAction,
         type=_metadata_item,
         metavar="KEY=VALUE",
         help="a pair stored on the journal entry (repeatable, at most 20)",
@@ -349,15 +384,6 @@ def _add_journal_parsers(commands: argparse._SubParsersAction[argparse.ArgumentP
     _add_format(threshold)
 
 
-def _check_metadata(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject a ``--metadata`` key given twice, as a usage error."""
-    seen: set[str] = set()
-    for key, _ in getattr(args, "metadata", None) or ():
-        if key in seen:
-            parser.error(f"argument --metadata: key {key!r} is given twice; give each key once")
-        seen.add(key)
-
-
 def _read_balances(repository: Repository, workspace_id: str) -> Balances:
     # One transaction, so the pool and the members come from the same moment.
     with repository.transaction() as tx:
@@ -498,26 +524,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command-line tool and return its exit status.
 
     0 means success, 1 a rejected operation, an audit that found a mismatch or any other
-    failure, 2 a usage error.
+    failure, 2 a usage error, 130 an interruption with Ctrl-C and 141 a standard output whose
+    reader closed the pipe early, as ``head`` does.
     """
+    try:
+        status = _main(argv)
+        # Flushed here rather than at interpreter exit, so a closed pipe is handled below.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # As the Python documentation advises for SIGPIPE: later writes, including the flush
+        # at interpreter exit, go to devnull, so the tool ends without a traceback.
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    return status
+
+
+def _discard_stdout() -> None:
+    try:
+        descriptor = sys.stdout.fileno()
+    except (OSError, ValueError):
+        # An in-memory stream, as under test capture, has no descriptor to redirect.
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     stdout, stderr = sys.stdout, sys.stderr
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        _check_metadata(parser, args)
     except SystemExit as exit_request:
         # argparse exits with 0 after --help and 2 after a usage error.
         return exit_request.code if isinstance(exit_request.code, int) else EXIT_USAGE
 
     try:
         return _run(args, stdout, stderr)
+    except StorageError as error:
+        # Drivers add hints on lines of their own, such as psycopg's "Is the server running".
+        _fail(stderr, _one_line(str(error)))
     except (CreditError, CommandError) as error:
         _fail(stderr, str(error))
     except driver_errors() as error:
-        _fail(stderr, f"database error: {error}")
+        _fail(stderr, f"database error: {_one_line(str(error))}")
     except KeyboardInterrupt:
         _fail(
             stderr, "interrupted; each completed operation was committed, the current one was not"
         )
         return EXIT_INTERRUPTED
     return EXIT_FAILURE
+
+
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())

@@ -86,13 +86,41 @@ def _has_kind(value: object, kind: str) -> bool:
     return True
 
 
+#: The most digits a JSON integer may have to be converted to an int. It is far above the 19
+#: digits of the largest amount, so every number the library would show in full still reaches
+#: it as an int, and far below the 4300 digits above which Python refuses to convert.
+_MAX_INTEGER_DIGITS = 100
+
+
+@attrs.frozen
+class _LongInteger:
+    """A JSON integer with more than :data:`_MAX_INTEGER_DIGITS` digits, left unconverted.
+
+    It is not an ``int``, so the library rejects it as an amount with ``InvalidAmount``, as it
+    rejects any number above the 64-bit limit, and a field that expects a string or a boolean
+    reports it as malformed.
+    """
+
+    digits: str
+
+    def __repr__(self) -> str:
+        return f"{self.digits[:10]}...({len(self.digits.lstrip('-'))} digits)"
+
+
+def _integer(text: str) -> int | _LongInteger:
+    # JSON allows no leading zeros, so the digit count is the number's size.
+    if len(text.lstrip("-")) > _MAX_INTEGER_DIGITS:
+        return _LongInteger(text)
+    return int(text)
+
+
 def _parse_line(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise _MalformedLine(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
     try:
-        line = json.loads(text)
+        line = json.loads(text, parse_int=_integer)
     except json.JSONDecodeError as error:
         raise _MalformedLine(f"invalid JSON: {error.msg} at column {error.colno}") from None
     if not isinstance(line, dict):
@@ -215,8 +243,9 @@ def apply_lines(
     """Apply every line of ``source`` and return the outcome counts.
 
     ``batch_size`` lines are applied per transaction with :meth:`Ledger.apply_batch`;
-    malformed lines are reported and skipped without counting towards a batch. ``report``
-    prints a warning line on stderr (malformed lines). A progress bar is drawn on
+    malformed lines are counted under :data:`MALFORMED_LINE` and skipped without counting
+    towards a batch. With ``verbose``, each line's outcome is printed on ``stderr``; without
+    it, ``report`` prints a warning line for each malformed line. A progress bar is drawn on
     ``stderr`` only when it is a terminal, the size is known and ``verbose`` is off.
     """
     if type(batch_size) is not int or batch_size < 1:
@@ -231,9 +260,13 @@ def apply_lines(
 
     def flush() -> None:
         nonlocal operations
-        for number, outcome in _apply_pending(ledger, pending, summary, report):
+        for line, outcome in _apply_pending(ledger, pending, summary):
             if verbose:
-                print(f"line {number}: {outcome}", file=stderr)
+                print(f"line {line.number}: {outcome}", file=stderr)
+            elif line.operation is None:
+                # Without --verbose only malformed lines are reported; with it, the outcome
+                # line above already names the reason, so it is not printed twice.
+                report(f"line {line.number}: malformed line skipped: {line.malformed}")
         pending.clear()
         operations = 0
         if progress is not None:
@@ -262,11 +295,8 @@ def apply_lines(
 
 
 def _apply_pending(
-    ledger: Ledger,
-    pending: list[_Line],
-    summary: ApplySummary,
-    report: Callable[[str], None],
-) -> list[tuple[int, str]]:
+    ledger: Ledger, pending: list[_Line], summary: ApplySummary
+) -> list[tuple[_Line, str]]:
     """Apply the pending lines' operations in one batch; return each line's outcome text."""
     batch = [(line.number, line.operation) for line in pending if line.operation is not None]
     outcomes: dict[int, Outcome] = {}
@@ -290,16 +320,16 @@ def _apply_pending(
     for line in pending:
         if line.operation is None:
             summary.rejected[MALFORMED_LINE] += 1
-            report(f"line {line.number}: malformed line skipped: {line.malformed}")
-            texts.append((line.number, f"rejected {MALFORMED_LINE}: {line.malformed}"))
+            texts.append((line, f"rejected {MALFORMED_LINE}: {line.malformed}"))
         else:
-            texts.append((line.number, _count(outcomes[line.number], summary)))
+            texts.append((line, _count(outcomes[line.number], summary)))
     return texts
 
 
 def _count(outcome: Outcome, summary: ApplySummary) -> str:
     """Add ``outcome`` to ``summary`` and return its ``--verbose`` text."""
-    label = f"{outcome.operation.op} key {outcome.operation.idempotency_key!r}"
+    key = outcome.operation.idempotency_key
+    label = outcome.operation.op if key is None else f"{outcome.operation.op} key {key!r}"
     if outcome.status == "rejected":
         name = type(outcome.error).__name__
         summary.rejected[name] += 1

@@ -25,6 +25,7 @@ from .preview import print_preview
 __all__ = ["OPERATIONS", "parse_amount"]
 
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+_MAX_AMOUNT_DIGITS = len(str(MAX_AMOUNT))
 
 
 def parse_amount(text: str, *, minimum: int = 1, field: str = "amount") -> int:
@@ -35,6 +36,10 @@ def parse_amount(text: str, *, minimum: int = 1, field: str = "amount") -> int:
     left to the library, which rejects 0, negatives and numbers above the 64-bit limit.
     """
     if not _WHOLE_NUMBER.fullmatch(text):
+        raise InvalidAmount(text, minimum=minimum, maximum=MAX_AMOUNT, field=field)
+    # Counted before converting: int() raises a plain ValueError above 4300 digits, and a
+    # number with more digits than the maximum is out of range whatever they are.
+    if len(text.lstrip("+-").lstrip("0")) > _MAX_AMOUNT_DIGITS:
         raise InvalidAmount(text, minimum=minimum, maximum=MAX_AMOUNT, field=field)
     return int(text)
 
