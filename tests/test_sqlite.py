@@ -260,3 +260,26 @@ def test_unknown_kind_rejected_by_schema(path: Path) -> None:
             " VALUES ('t1', 'ws', 'bogus', 1, '2026-01-01T00:00:00+00:00')"
         )
     connection.close()
+
+
+def test_audit_finds_tampered_snapshot(path: Path) -> None:
+    """Balances recorded on a journal entry and changed with raw SQL fail the audit."""
+    repository = SQLiteRepository(path)
+    ledger = Ledger(repository)
+    ledger.create_workspace("ws")
+    ledger.add_member("ws", "boss", role=Role.ADMIN)
+    ledger.purchase("ws", 100)
+    given = ledger.transfer_to("ws", "boss", 30, actor="boss").transfer
+    repository.close()
+
+    connection = sqlite3.connect(path)
+    connection.execute(
+        "UPDATE transfers SET pool_balance = 999, member_balance = 999 WHERE id = ?", (given.id,)
+    )
+    connection.commit()
+    connection.close()
+
+    report = Ledger(SQLiteRepository(path)).audit("ws")
+    checks = {(m.check.value, m.member_id, m.expected, m.stored) for m in report.mismatches}
+    assert not report.ok
+    assert checks == {("pool_snapshot", None, 999, 70), ("member_snapshot", "boss", 999, 30)}

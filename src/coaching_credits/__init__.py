@@ -68,14 +68,20 @@ from .rules import (
 )
 
 if TYPE_CHECKING:
-    from .repository.postgres import PostgresRepository
+    from .repository.postgres import PostgresRepository as PostgresRepository
 
 
 def __getattr__(name: str) -> Any:
-    # PostgresRepository is imported on first use, so psycopg stays an optional dependency.
+    # PostgresRepository is imported on first use, so psycopg stays an optional dependency. It is
+    # left out of __all__ so that "from coaching_credits import *" works without psycopg.
     if name == "PostgresRepository":
-        from .repository.postgres import PostgresRepository
-
+        try:
+            from .repository.postgres import PostgresRepository
+        except ImportError as error:
+            raise ImportError(
+                f"PostgresRepository needs psycopg, which is missing ({error}); "
+                f"install coaching-credits[postgres]"
+            ) from error
         return PostgresRepository
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -108,7 +114,6 @@ __all__ = [
     "PermissionDenied",
     "Pool",
     "PoolStatus",
-    "PostgresRepository",
     "Preview",
     "PurchaseResult",
     "Repository",

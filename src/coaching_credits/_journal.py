@@ -7,10 +7,10 @@ reaches a backend.
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from .errors import CreditError, InvalidRequest, MemberNotFound
-from .models import Transfer, TransferKind
+from .models import MAX_AMOUNT, Transfer, TransferKind
 from .repository._protocol import Transaction
 
 #: Python's ``datetime`` resolution. Both SQL backends keep transfer times to the
@@ -30,6 +30,15 @@ def check_moment(value: object, name: str) -> datetime:
             f"such as datetime.now(timezone.utc)",
             value=value,
         )
+    try:
+        # Backends compare times in UTC; a time near datetime.min or max has no UTC value.
+        value.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidRequest(
+            f"invalid {name} {value!r}: it cannot be converted to UTC; use a time between "
+            f"the years 1 and 9999 in UTC",
+            value=value,
+        ) from None
     return value
 
 
@@ -55,7 +64,7 @@ def check_kinds(kinds: object) -> frozenset[TransferKind] | None:
 
 def check_cursor(before: object) -> int | None:
     """Return ``before`` if it is ``None`` or a positive ``int`` sequence number."""
-    if before is not None and (type(before) is not int or before < 1):
+    if before is not None and (type(before) is not int or not 1 <= before <= MAX_AMOUNT):
         raise InvalidRequest(
             f"invalid cursor {before!r}: expected the sequence of the last entry of the "
             f"previous page, a positive int",

@@ -28,8 +28,10 @@ from .errors import (
     InvalidRequest,
     MemberNotFound,
     TransferNotFound,
+    _shown,
 )
 from .models import (
+    MAX_AMOUNT,
     AuditReport,
     BalanceChange,
     Member,
@@ -274,9 +276,9 @@ class Ledger:
     def _set_low_pool_threshold_plan(
         self, workspace_id: str, threshold: int, *, actor: str
     ) -> _Plan[Workspace]:
+        rules.check_balance(threshold, field="threshold")
         _check_id(workspace_id, "workspace id")
         _check_id(actor, "actor id")
-        rules.check_balance(threshold, field="threshold")
         request = {"op": "set_low_pool_threshold", "threshold": threshold, "actor": actor}
 
         def step(tx: Transaction, workspace: Workspace, pool: Pool) -> Workspace:
@@ -315,8 +317,8 @@ class Ledger:
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> _Plan[PurchaseResult]:
-        _check_id(workspace_id, "workspace id")
         rules.check_amount(amount)
+        _check_id(workspace_id, "workspace id")
         _check_note(reason, metadata)
         request = {"op": "purchase", "amount": amount, **_note_request(reason, metadata)}
 
@@ -454,10 +456,10 @@ class Ledger:
         reason: str | None,
         metadata: Mapping[str, str] | None,
     ) -> _Plan[TransferResult]:
+        rules.check_amount(amount)
         _check_id(workspace_id, "workspace id")
         _check_id(member_id, "member id")
         _check_id(actor, "actor id")
-        rules.check_amount(amount)
         _check_note(reason, metadata)
         request = {
             "op": op,
@@ -548,15 +550,18 @@ class Ledger:
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> _Plan[SetBalancesResult]:
+        rules.check_balance(balance)
         _check_id(workspace_id, "workspace id")
         _check_id(actor, "actor id")
         if isinstance(member_ids, str) or not isinstance(member_ids, Sequence):
             raise InvalidRequest(
-                f"invalid member ids {member_ids!r}: expected a list of ids", value=member_ids
+                f"invalid member ids {_shown(member_ids)}: expected a list of ids",
+                value=member_ids,
             )
-        for member_id in member_ids:
-            _check_id(member_id, "member id")
-        rules.check_balance(balance)
+        # Report the smallest invalid id (by repr), so the error does not depend on order.
+        invalid = sorted((m for m in member_ids if not _is_valid_id(m)), key=repr)
+        if invalid:
+            _check_id(invalid[0], "member id")
         _check_note(reason, metadata)
         ids = list(member_ids)
         request = {
@@ -623,9 +628,9 @@ class Ledger:
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> _Plan[SpendResult]:
+        rules.check_amount(amount)
         _check_id(workspace_id, "workspace id")
         _check_id(member_id, "member id")
-        rules.check_amount(amount)
         _check_note(reason, metadata)
         request = {
             "op": "spend",
@@ -755,15 +760,17 @@ class Ledger:
 
     def workspace(self, workspace_id: str) -> Workspace:
         """Return a workspace's settings."""
-        return self._read(lambda tx: tx.get_workspace(workspace_id)[0])
+        return self._read(workspace_id, lambda tx: tx.get_workspace(workspace_id)[0])
 
     def pool(self, workspace_id: str) -> Pool:
         """Return a workspace's pool."""
-        return self._read(lambda tx: tx.get_workspace(workspace_id)[1])
+        return self._read(workspace_id, lambda tx: tx.get_workspace(workspace_id)[1])
 
     def pool_status(self, workspace_id: str) -> PoolStatus:
         """Return the pool's balance, the low-pool threshold and whether the pool is low."""
-        return self._read(lambda tx: rules.pool_status(*tx.get_workspace(workspace_id)))
+        return self._read(
+            workspace_id, lambda tx: rules.pool_status(*tx.get_workspace(workspace_id))
+        )
 
     def low_balances(self, workspace_id: str, threshold: int) -> list[Member]:
         """Return the members whose balance is at or below ``threshold``, by balance, then id."""
@@ -775,7 +782,7 @@ class Ledger:
             # a backend query with the threshold would scale further.
             return rules.low_balances(tx.list_members(workspace_id), threshold)
 
-        return self._read(read)
+        return self._read(workspace_id, read)
 
     def member(self, workspace_id: str, member_id: str) -> Member:
         """Return one member; raise :class:`~coaching_credits.MemberNotFound` if missing."""
@@ -784,7 +791,7 @@ class Ledger:
             tx.get_workspace(workspace_id)
             return _found(tx.get_members(workspace_id, [member_id]), workspace_id, member_id)
 
-        return self._read(read)
+        return self._read(workspace_id, read)
 
     def members(self, workspace_id: str) -> list[Member]:
         """Return every member of a workspace with their balance, sorted by id."""
@@ -793,7 +800,7 @@ class Ledger:
             tx.get_workspace(workspace_id)
             return tx.list_members(workspace_id)
 
-        return self._read(read)
+        return self._read(workspace_id, read)
 
     def history(
         self,
@@ -815,8 +822,11 @@ class Ledger:
         entry. A removed member's history stays readable; an id that was never a member
         raises :class:`~coaching_credits.MemberNotFound`.
         """
-        if limit is not None and (type(limit) is not int or limit < 1):
-            raise InvalidRequest(f"invalid limit {limit!r}: expected a positive int", value=limit)
+        if limit is not None and (type(limit) is not int or not 1 <= limit <= MAX_AMOUNT):
+            raise InvalidRequest(
+                f"invalid limit {_shown(limit)}: expected an int from 1 to {MAX_AMOUNT}",
+                value=limit,
+            )
         if member_id is not None:
             _check_id(member_id, "member id")
         wanted = _journal.check_kinds(kinds)
@@ -842,7 +852,7 @@ class Ledger:
                 limit=limit,
             )
 
-        return self._read(read)
+        return self._read(workspace_id, read)
 
     def balance_at(self, workspace_id: str, at: datetime, *, member_id: str | None = None) -> int:
         """Return the pool's balance, or a member's, at time ``at``, read from the journal.
@@ -860,23 +870,21 @@ class Ledger:
                 _journal.require_known_member(tx, workspace_id, member_id)
             return _journal.balance_at(tx, workspace_id, at, member_id)
 
-        return self._read(read)
+        return self._read(workspace_id, read)
 
     def audit(self, workspace_id: str) -> AuditReport:
         """Rebuild every balance of a workspace from its journal and compare with the stored ones.
 
         The journal is summed per member and kind by the backend, so a long journal is not
-        loaded row by row. The report lists each stored balance that disagrees, and whether
+        loaded row by row. The report lists each stored balance that disagrees with the
+        journal's totals or with the balance recorded on its latest entry, and whether
         pool + members = purchased - refunded - spent holds.
         """
 
         def read(tx: Transaction) -> AuditReport:
-            _, pool = tx.get_workspace(workspace_id)
-            return _audit.build_report(
-                pool, tx.list_members(workspace_id), tx.journal_totals(workspace_id)
-            )
+            return _audit.audit_workspace(tx, workspace_id)
 
-        return self._read(read)
+        return self._read(workspace_id, read)
 
     # Machinery ----------------------------------------------------------------------------
 
@@ -886,6 +894,7 @@ class Ledger:
 
     def _commit(self, plan: _Plan[R], idempotency_key: str | None) -> R:
         """Run ``plan`` in its own transaction, replaying or remembering keyed requests."""
+        self._local.replayed = False
         key = _Key.of(plan, idempotency_key)
 
         def locked_step(tx: Transaction) -> R | _Replayed:
@@ -973,11 +982,8 @@ class Ledger:
             return rolled_back.preview
         raise AssertionError("unreachable: the dry run always raises _RolledBack")
 
-    def _read(self, read: Callable[[Transaction], R]) -> R:
-        def step(tx: Transaction) -> R:
-            return read(tx)
-
-        return self._retrying("", step)
+    def _read(self, workspace_id: str, read: Callable[[Transaction], R]) -> R:
+        return self._retrying(workspace_id, read)
 
     def _rejection_record(
         self, workspace_id: str, key: _Key, error: CreditError
@@ -1142,11 +1148,29 @@ def _unstamped(transfer: Transfer) -> Transfer:
     return attrs.evolve(transfer, id=None, created_at=None, sequence=None)
 
 
+def _is_storable(text: str) -> bool:
+    """Return whether every backend can store ``text``: no NUL and valid UTF-8 when encoded.
+
+    PostgreSQL text cannot hold NUL characters, and a lone surrogate has no UTF-8 encoding.
+    """
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_valid_id(value: object) -> bool:
+    return type(value) is str and 0 < len(value) <= MAX_KEY_LENGTH and _is_storable(value)
+
+
 def _check_id(value: object, name: str) -> None:
-    if type(value) is not str or not value or len(value) > MAX_KEY_LENGTH:
+    if not _is_valid_id(value):
         raise InvalidRequest(
-            f"invalid {name} {value!r}: expected a non-empty str of at most "
-            f"{MAX_KEY_LENGTH} characters",
+            f"invalid {name} {_shown(value)}: expected a non-empty str of at most "
+            f"{MAX_KEY_LENGTH} characters, without NUL characters or lone surrogates",
             value=value,
         )
 
@@ -1161,25 +1185,29 @@ def _parse_role(role: object) -> Role:
 
 
 def _check_note(reason: object, metadata: object) -> None:
-    if reason is not None and (type(reason) is not str or len(reason) > MAX_REASON_LENGTH):
+    if reason is not None and (
+        type(reason) is not str or len(reason) > MAX_REASON_LENGTH or not _is_storable(reason)
+    ):
         raise InvalidRequest(
-            f"invalid reason {reason!r}: expected a str of at most {MAX_REASON_LENGTH} characters",
+            f"invalid reason {_shown(reason)}: expected a str of at most {MAX_REASON_LENGTH} "
+            f"characters, without NUL characters or lone surrogates",
             value=reason,
         )
     if metadata is None:
         return
     if not isinstance(metadata, Mapping) or len(metadata) > MAX_METADATA_ITEMS:
         raise InvalidRequest(
-            f"invalid metadata {metadata!r}: expected a mapping of at most "
+            f"invalid metadata {_shown(metadata)}: expected a mapping of at most "
             f"{MAX_METADATA_ITEMS} str keys to str values",
             value=metadata,
         )
     for key, value in metadata.items():
         for text in (key, value):
-            if type(text) is not str or len(text) > MAX_KEY_LENGTH:
+            if type(text) is not str or len(text) > MAX_KEY_LENGTH or not _is_storable(text):
                 raise InvalidRequest(
-                    f"invalid metadata entry {key!r}: {value!r}: keys and values must be str "
-                    f"of at most {MAX_KEY_LENGTH} characters",
+                    f"invalid metadata entry {_shown(key)}: {_shown(value)}: keys and values "
+                    f"must be str of at most {MAX_KEY_LENGTH} characters, without NUL "
+                    f"characters or lone surrogates",
                     value=metadata,
                 )
 

@@ -389,6 +389,9 @@ class JournalContract:
         assert not report.ok
         assert report.mismatches == (
             AuditMismatch(check=AuditCheck.MEMBER, member_id="ann", expected=30, stored=35),
+            AuditMismatch(
+                check=AuditCheck.MEMBER_SNAPSHOT, member_id="ann", expected=30, stored=35
+            ),
             AuditMismatch(check=AuditCheck.CONSERVATION, member_id=None, expected=100, stored=105),
         )
 
@@ -400,6 +403,7 @@ class JournalContract:
         assert not report.ok
         assert report.mismatches == (
             AuditMismatch(check=AuditCheck.POOL, member_id=None, expected=100, stored=90),
+            AuditMismatch(check=AuditCheck.POOL_SNAPSHOT, member_id=None, expected=100, stored=90),
             AuditMismatch(check=AuditCheck.CONSERVATION, member_id=None, expected=100, stored=90),
         )
 
