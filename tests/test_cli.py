@@ -291,8 +291,61 @@ def test_import_role_change_rejected(team: Cli, tmp_path: Path) -> None:
         + "me-9,Member 9,m9@example.com,member,sales\n"
     )
     err = team.fails("import-members", "acme", str(changed))
-    assert "line 3: 'me-1' is already a member" in err
+    assert (
+        "line 3: 'me-1' is already a member of workspace 'acme', but the file makes them "
+        "an admin; remove the member first" in err
+    )
+    assert err.splitlines()[-1].endswith(
+        "1 invalid row in " + str(changed) + "; nothing imported, fix it and rerun"
+    )
     assert "me-9" not in [m["id"] for m in team.json("balances", "acme")["members"]]
+
+
+def test_import_lists_role_conflicts_with_bad_rows(team: Cli, tmp_path: Path) -> None:
+    """Role conflicts with current members are listed in the same run as other bad rows."""
+    changed = tmp_path / "changed.csv"
+    changed.write_text(
+        "member_id,display_name,email,role,team\n"
+        "ad-1,Member 1,m1@example.com,member,sales\n"
+        "me-9,Member 9,m9@example.com,owner,sales\n"
+        "me-2,Member 2,m2@example.com,admin,sales\n"
+        "me-8,Member 8,m8@example.com,member,sales\n",
+        encoding="utf-8",
+    )
+    err = team.fails("import-members", "acme", str(changed))
+    lines = err.splitlines()
+    assert (
+        "line 2: 'ad-1' is already an admin of workspace 'acme', but the file makes them "
+        "a member" in lines[0]
+    )
+    assert "line 3: invalid role 'owner'" in lines[1]
+    assert "line 4: 'me-2' is already a member" in lines[2]
+    assert lines[3].endswith(
+        "3 invalid rows in " + str(changed) + "; nothing imported, fix them and rerun"
+    )
+    assert len(lines) == 4
+    assert len(team.json("balances", "acme")["members"]) == 4
+
+
+def test_reimport_adds_removed_members(team: Cli, tmp_path: Path) -> None:
+    """Importing the same file again adds back a member who was removed meanwhile."""
+    team.ok("remove-member", "acme", "me-2", "--actor", "ad-1")
+    out = team.ok("import-members", "acme", str(tmp_path / "members.csv"))
+    assert out == "imported 1 member into workspace acme; 3 were already present\n"
+    assert "me-2" in [m["id"] for m in team.json("balances", "acme")["members"]]
+
+
+def test_import_text_singular(cli: Cli, tmp_path: Path) -> None:
+    """The text summary says "1 member" and "1 was", not "1 members" and "1 were"."""
+    cli.ok("create-workspace", "acme")
+    one = tmp_path / "one.csv"
+    one.write_text("member_id,role\nad-1,admin\n", encoding="utf-8")
+    assert cli.ok("import-members", "acme", str(one)) == (
+        "imported 1 member into workspace acme; 0 were already present\n"
+    )
+    assert cli.ok("import-members", "acme", str(one)) == (
+        "imported 0 members into workspace acme; 1 was already present\n"
+    )
 
 
 def test_import_unknown_workspace(cli: Cli, tmp_path: Path) -> None:

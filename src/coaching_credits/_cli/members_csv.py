@@ -1,14 +1,15 @@
 """The ``import-members`` command: add the members listed in a CSV export.
 
-The whole file is checked before anything is added, so a file with a bad row adds no member.
-Members already in the workspace with the same role are skipped, which makes a re-import of an
-unchanged file add nothing.
+The whole file is checked against the workspace's current members before anything is added,
+so a file with a bad row adds no member. Members already in the workspace with the same role
+are skipped, so importing an unchanged file again adds only the listed members that are not in
+the workspace now, such as members removed since the last import.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -69,8 +70,26 @@ def _check_row(row: dict[str, str], line: int) -> MemberRow | str:
     return MemberRow(line=line, member_id=member_id, role=role)
 
 
-def read_member_rows(path: Path) -> list[MemberRow]:
-    """Read and check every row; raise :class:`CommandError` listing the bad rows."""
+def _with_article(role: Role) -> str:
+    return f"an {role.value}" if role is Role.ADMIN else f"a {role.value}"
+
+
+def _role_conflict(row: MemberRow, existing: Role, workspace_id: str) -> str:
+    return (
+        f"line {row.line}: {row.member_id!r} is already {_with_article(existing)} of workspace "
+        f"{workspace_id!r}, but the file makes them {_with_article(row.role)}; remove the "
+        f"member first to change the role"
+    )
+
+
+def read_member_rows(
+    path: Path, workspace_id: str, existing: Mapping[str, Role]
+) -> list[MemberRow]:
+    """Read and check every row; raise :class:`CommandError` listing every bad row.
+
+    ``existing`` maps the ids of the workspace's current members to their roles: a row that
+    gives one of them another role is a bad row too.
+    """
     problems: list[str] = []
     rows: list[MemberRow] = []
     first_line: dict[str, int] = {}
@@ -107,6 +126,10 @@ def read_member_rows(path: Path) -> list[MemberRow]:
                     )
                     continue
                 first_line[checked.member_id] = line
+                role = existing.get(checked.member_id)
+                if role is not None and role is not checked.role:
+                    problems.append(_role_conflict(checked, role, workspace_id))
+                    continue
                 rows.append(checked)
     except UnicodeDecodeError as error:
         raise CommandError(f"{path}: not UTF-8 text ({error.reason}); save it as UTF-8") from None
@@ -124,24 +147,21 @@ def _problem_message(path: Path, problems: Sequence[str]) -> str:
     listed = [f"{path} {p}" for p in problems[:_MAX_LISTED_PROBLEMS]]
     if len(problems) > _MAX_LISTED_PROBLEMS:
         listed.append(f"... and {len(problems) - _MAX_LISTED_PROBLEMS} more")
-    listed.append(f"{len(problems)} invalid rows in {path}; nothing imported, fix them and rerun")
+    count = len(problems)
+    fix = "fix it" if count == 1 else "fix them"
+    listed.append(
+        f"{count} invalid {'row' if count == 1 else 'rows'} in {path}; nothing imported, "
+        f"{fix} and rerun"
+    )
     return "\n".join(listed)
 
 
 def import_members(ledger: Ledger, workspace_id: str, path: Path) -> ImportResult:
     """Add every member of the CSV file that the workspace does not have yet."""
-    rows = read_member_rows(path)
+    # Read first, so a row that conflicts with a current member is listed with the other bad
+    # rows in one run.
     existing = {m.id: m for m in ledger.members(workspace_id)}
-
-    conflicts = [
-        f"line {row.line}: {row.member_id!r} is already a {existing[row.member_id].role.value} "
-        f"of workspace {workspace_id!r}, but the file makes them a {row.role.value}; "
-        f"remove the member first to change the role"
-        for row in rows
-        if row.member_id in existing and existing[row.member_id].role is not row.role
-    ]
-    if conflicts:
-        raise CommandError(_problem_message(path, conflicts))
+    rows = read_member_rows(path, workspace_id, {i: m.role for i, m in existing.items()})
 
     added = 0
     already_present = 0
@@ -171,8 +191,10 @@ def print_import_result(result: ImportResult, output_format: str, stdout: TextIO
             stdout,
         )
         return
+    members = "member" if result.added == 1 else "members"
+    verb = "was" if result.already_present == 1 else "were"
     print(
-        f"imported {result.added} members into workspace {result.workspace_id}; "
-        f"{result.already_present} were already present",
+        f"imported {result.added} {members} into workspace {result.workspace_id}; "
+        f"{result.already_present} {verb} already present",
         file=stdout,
     )
