@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import uuid
@@ -147,6 +148,58 @@ def test_database_path_is_directory(cli: Cli, tmp_path: Path) -> None:
     """A directory given as the database is reported, not opened."""
     cli.database = str(tmp_path)
     assert "is a directory" in cli.fails("create-workspace", "acme")
+
+
+def test_database_folder_missing(cli: Cli, tmp_path: Path) -> None:
+    """A SQLite path in a folder that does not exist names the folder to check."""
+    cli.database = str(tmp_path / "missing" / "ledger.db")
+    err = cli.fails("create-workspace", "acme")
+    assert err == (
+        f"coaching-credits: error: cannot open SQLite database {cli.database!r}: unable to "
+        f"open database file; check that the folder {str(tmp_path / 'missing')!r} exists and "
+        f"that you may write to it\n"
+    )
+
+
+def test_database_not_sqlite(cli: Cli, tmp_path: Path) -> None:
+    """A file that is not a SQLite database is reported with what to name instead."""
+    Path(cli.database).write_text("not a database\n" * 100, encoding="utf-8")
+    err = cli.fails("balances", "acme")
+    assert "cannot open SQLite database" in err
+    assert "file is not a database; name a database this tool created, or a new file" in err
+    assert len(err.splitlines()) == 1
+
+
+def _closed_loopback_port() -> int:
+    """Return a loopback port that was just free, so connecting to it is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", [["balances", "acme"], ["migrate"]])
+def test_postgres_connection_refused(cli: Cli, command: list[str]) -> None:
+    """A refused connection is one line that says what to check."""
+    cli.database = f"postgresql://postgres@127.0.0.1:{_closed_loopback_port()}/postgres"
+    err = cli.fails(*command)
+    assert err.startswith("coaching-credits: error: cannot connect to PostgreSQL: ")
+    assert "Connection refused" in err
+    assert "check the URL given with --db or COACHING_CREDITS_DB, that the server runs" in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.postgres
+def test_postgres_database_missing(postgres_database: str, cli: Cli) -> None:
+    """A database name that does not exist on the server is a connection failure."""
+    missing = f"missing_{uuid.uuid4().hex[:12]}"
+    cli.database = f"postgresql://postgres@127.0.0.1:5432/{missing}"
+    err = cli.fails("balances", "acme")
+    assert err.startswith("coaching-credits: error: cannot connect to PostgreSQL: ")
+    assert f'FATAL: database "{missing}" does not exist' in err
+    assert "and that the database exists" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_missing_psycopg_names_extra(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -903,6 +956,24 @@ def test_demo_json_steps(capsys: pytest.CaptureFixture[str]) -> None:
         "member-dev": 5,
         "member-eli": 5,
     }
+
+
+def test_demo_twice_names_workspace_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second demo in the same database names --workspace and --db, and changes nothing."""
+    database = tmp_path / "demo.db"
+    assert main(["demo", "--db", str(database)]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--db", str(database)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "coaching-credits: error: workspace 'demo' already exists in this database; pass "
+        "--workspace with another id, or --db with a new file\n"
+    )
+    assert main(["demo", "--db", str(database), "--workspace", "demo-2", "--format", "json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 7
 
 
 def test_demo_kept_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,7 @@ from .database import (
     CommandError,
     driver_errors,
     migrate_database,
+    one_line,
     open_repository,
     resolve_database,
 )
@@ -563,18 +564,14 @@ def _main(argv: Sequence[str] | None) -> int:
         return _run(args, stdout, stderr)
     except StorageError as error:
         # Drivers add hints on lines of their own, such as psycopg's "Is the server running".
-        _fail(stderr, _one_line(str(error)))
+        _fail(stderr, one_line(str(error)))
     except (CreditError, CommandError) as error:
         _fail(stderr, str(error))
     except driver_errors() as error:
-        _fail(stderr, f"database error: {_one_line(str(error))}")
+        _fail(stderr, f"database error: {one_line(str(error))}")
     except KeyboardInterrupt:
         _fail(
             stderr, "interrupted; each completed operation was committed, the current one was not"
         )
         return EXIT_INTERRUPTED
     return EXIT_FAILURE
-
-
-def _one_line(message: str) -> str:
-    return " ".join(part.strip() for part in message.splitlines() if part.strip())

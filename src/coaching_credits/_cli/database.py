@@ -6,9 +6,12 @@ import importlib
 import os
 import sqlite3
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
+from ..errors import StorageError
 from ..repository import Repository, SQLiteRepository
 
 __all__ = [
@@ -18,6 +21,7 @@ __all__ = [
     "driver_errors",
     "is_postgres",
     "migrate_database",
+    "one_line",
     "open_repository",
     "resolve_database",
 ]
@@ -54,7 +58,8 @@ def open_repository(database: str, *, create: bool) -> Repository:
     """
     if is_postgres(database):
         postgres = _import_postgres()
-        repository: Repository = postgres.PostgresRepository(database)
+        with _connection_failures():
+            repository: Repository = postgres.PostgresRepository(database)
         return repository
 
     path = Path(database)
@@ -67,15 +72,29 @@ def open_repository(database: str, *, create: bool) -> Repository:
         raise CommandError(f"database path {database!r} is a directory; name a file instead")
     try:
         return SQLiteRepository(path)
-    except sqlite3.DatabaseError as error:
-        raise CommandError(f"cannot open SQLite database {database!r}: {error}") from error
+    except (sqlite3.DatabaseError, StorageError) as error:
+        # The repository wraps the driver's error in StorageError; its cause names the fault.
+        cause = error.__cause__ if isinstance(error.__cause__, sqlite3.Error) else error
+        if not isinstance(cause, sqlite3.Error):
+            raise  # a fault of the schema, such as a newer version, whose message says what to do
+        raise CommandError(
+            f"cannot open SQLite database {database!r}: {cause}; {_sqlite_next_step(cause, path)}"
+        ) from error
+
+
+def _sqlite_next_step(error: sqlite3.Error, path: Path) -> str:
+    if isinstance(error, sqlite3.OperationalError):
+        folder = path.resolve().parent
+        return f"check that the folder {str(folder)!r} exists and that you may write to it"
+    return "name a database this tool created, or a new file"
 
 
 def migrate_database(database: str) -> str:
     """Create or upgrade the schema at ``database``; return a sentence saying what ran."""
     if is_postgres(database):
         postgres = _import_postgres()
-        version = postgres.migrate(database)
+        with _connection_failures():
+            version = postgres.migrate(database)
         return f"migrated the PostgreSQL schema coaching_credits to version {version}"
     open_repository(database, create=True).close()
     return f"migrated the SQLite database {database}"
@@ -89,6 +108,36 @@ def driver_errors() -> tuple[type[BaseException], ...]:
     if psycopg is not None:
         errors.append(psycopg.Error)
     return tuple(errors)
+
+
+def one_line(message: str) -> str:
+    """Join a multi-line driver message, such as psycopg's hint lines, into one line.
+
+    Runs of whitespace, such as the two spaces after PostgreSQL's ``FATAL:``, become one space.
+    """
+    return " ".join(message.split())
+
+
+@contextmanager
+def _connection_failures() -> Iterator[None]:
+    """Report a failure to connect to PostgreSQL as such, with what to check next.
+
+    Used only after :func:`_import_postgres`, so psycopg is importable.
+    """
+    try:
+        yield
+    except StorageError as error:
+        psycopg = importlib.import_module("psycopg")
+        cause = error.__cause__
+        # psycopg raises OperationalError when it cannot connect: a wrong host or port, a
+        # server that is down, or a database or user that does not exist.
+        if not isinstance(cause, psycopg.OperationalError):
+            raise
+        raise CommandError(
+            f"cannot connect to PostgreSQL: {one_line(str(cause))}; check the URL given with "
+            f"--db or {DATABASE_ENVIRONMENT_VARIABLE}, that the server runs and accepts "
+            f"connections, and that the database exists"
+        ) from error
 
 
 def _import_postgres() -> ModuleType:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TextIO
 
+from ..errors import WorkspaceAlreadyExists
 from ..ledger import Ledger
 from ..models import Role
+from .database import CommandError
 from .output import Balances, balances_to_dict, print_balances, print_json
 
 __all__ = ["run_demo"]
@@ -27,7 +29,7 @@ def run_demo(
     steps: list[tuple[str, Callable[[], object]]] = [
         (
             f"create workspace {workspace_id} with coaching enabled and an empty pool",
-            lambda: ledger.create_workspace(workspace_id),
+            lambda: _create_workspace(ledger, workspace_id),
         ),
         (
             f"add the admin {_ADMIN} and the members {', '.join(_MEMBERS)}",
@@ -73,6 +75,18 @@ def run_demo(
         print(f"step {number}: {description}", file=stdout)
         print_balances(balances, "text", stdout)
         print(file=stdout)
+
+
+def _create_workspace(ledger: Ledger, workspace_id: str) -> None:
+    try:
+        ledger.create_workspace(workspace_id)
+    except WorkspaceAlreadyExists:
+        # The library's message says "choose another id" without naming how; here it is an
+        # option of this command.
+        raise CommandError(
+            f"workspace {workspace_id!r} already exists in this database; pass --workspace "
+            f"with another id, or --db with a new file"
+        ) from None
 
 
 def _add_people(ledger: Ledger, workspace_id: str) -> None:
