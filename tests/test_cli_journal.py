@@ -151,8 +151,12 @@ def test_audit_clean_then_dirty(team: Cli) -> None:
     assert out.splitlines()[0] == (
         "workspace acme: audit failed with 3 mismatches between the stored balances and the journal"
     )
-    assert "  member bob: journal 30, stored 45" in out
-    assert "  conservation: journal 100, stored 115" in out
+    assert out.splitlines()[1:4] == [
+        "  member bob: journal 30, stored 45",
+        "  member bob: journal 30, stored 45 (balance recorded on the latest entry)",
+        "  conservation: journal 100, stored 115 (pool + members against purchased - refunded "
+        "- spent)",
+    ]
     single_line(err)
 
 
@@ -167,7 +171,8 @@ def test_audit_pool_mismatch(team: Cli) -> None:
 
     code, out, _ = team("audit", "acme")
     assert code == 1
-    assert "  pool: journal 100, stored 60" in out
+    assert "  pool: journal 100, stored 60" in out.splitlines()
+    assert "  pool: journal 100, stored 60 (balance recorded on the latest entry)" in out
 
 
 def test_audit_unknown_workspace(team: Cli) -> None:

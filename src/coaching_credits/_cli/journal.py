@@ -50,10 +50,15 @@ def audit_to_dict(report: AuditReport) -> dict[str, Any]:
 
 def _mismatch_line(mismatch: AuditMismatch) -> str:
     values = f"journal {mismatch.expected}, stored {mismatch.stored}"
-    if mismatch.check is AuditCheck.MEMBER:
+    check = mismatch.check
+    if check is AuditCheck.MEMBER:
         return f"member {mismatch.member_id}: {values}"
-    if mismatch.check is AuditCheck.CONSERVATION:
+    if check is AuditCheck.MEMBER_SNAPSHOT:
+        return f"member {mismatch.member_id}: {values} (balance recorded on the latest entry)"
+    if check is AuditCheck.CONSERVATION:
         return f"conservation: {values} (pool + members against purchased - refunded - spent)"
+    if check is AuditCheck.POOL_SNAPSHOT:
+        return f"pool: {values} (balance recorded on the latest entry)"
     return f"pool: {values}"
 
 
