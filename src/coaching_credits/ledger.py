@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
@@ -72,7 +72,16 @@ def _utc_now() -> datetime:
 
 
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    """Return a random id that sorts by creation time, laid out as a UUID version 7.
+
+    The first 48 bits are the Unix time in milliseconds, so new journal rows land at the end
+    of the id index instead of at random places in it, which keeps inserts cheap on both SQL
+    backends. The other bits are random (RFC 9562, section 5.7).
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 9562 variant
+    return f"{value:032x}"
 
 
 class Ledger:

@@ -304,7 +304,11 @@ class PostgresRepository:
 
 
 class _Statements:
-    """SQL texts with the schema name quoted in, composed once per repository."""
+    """SQL texts with the schema name quoted in, rendered once per repository.
+
+    The rendered text is cached rather than the ``sql.Composed`` object, because psycopg
+    renders a ``Composed`` again on every execute.
+    """
 
     def __init__(self, schema: str) -> None:
         if (
@@ -319,14 +323,16 @@ class _Statements:
             )
         self.schema = schema
         self._quoted = sql.Identifier(schema)
-        self._cache: dict[str, sql.Composed] = {}
+        self._cache: dict[str, sql.SQL] = {}
 
-    def __call__(self, template: str) -> sql.Composed:
-        composed = self._cache.get(template)
-        if composed is None:
-            composed = sql.SQL(template).format(s=self._quoted)
-            self._cache[template] = composed
-        return composed
+    def __call__(self, template: str) -> sql.SQL:
+        rendered = self._cache.get(template)
+        if rendered is None:
+            text = sql.SQL(template).format(s=self._quoted).as_string(None)
+            # The text was built from a constant template and a quoted identifier.
+            rendered = sql.SQL(text)
+            self._cache[template] = rendered
+        return rendered
 
     def lock_key(self) -> int:
         """Return the advisory lock key that serialises migrations of this schema."""
@@ -611,17 +617,18 @@ class _PostgresTransaction:
                 )
             )
         self._prepare(write=True)
+        insert = self._sql(
+            "INSERT INTO {s}.transfers (id, workspace_id, member_id, kind, amount, actor_id,"
+            " pool_balance, member_balance, created_at, reason, metadata, reverses)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING sequence"
+        )
+        if len(rows) == 1:
+            # One row, the common case: a plain execute skips executemany's pipeline set-up.
+            (sequence,) = self.connection.execute(insert, rows[0]).fetchone() or (None,)
+            return [attrs.evolve(transfers[0], sequence=sequence)]
         cursor = self.connection.cursor()
         # executemany pipelines the inserts; each one returns its own result set, in order.
-        cursor.executemany(
-            self._sql(
-                "INSERT INTO {s}.transfers (id, workspace_id, member_id, kind, amount, actor_id,"
-                " pool_balance, member_balance, created_at, reason, metadata, reverses)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING sequence"
-            ),
-            rows,
-            returning=True,
-        )
+        cursor.executemany(insert, rows, returning=True)
         sequences = []
         while True:
             row = cursor.fetchone()

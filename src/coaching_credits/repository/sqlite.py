@@ -211,24 +211,25 @@ class SQLiteRepository:
         that timed out raises :class:`RetryableConflict`; any other ``sqlite3`` error raises
         :class:`StorageError`.
         """
-        with self._shared_lock if self.path == ":memory:" else _null_lock():
-            with _translated(self.path):
+        shared = self.path == ":memory:"
+        if shared:
+            self._shared_lock.acquire()
+        connection: sqlite3.Connection | None = None
+        try:
+            try:
                 connection = self._connection()
-            try:
-                with _translated(self.path):
-                    yield _SQLiteTransaction(connection)
-            except BaseException:
+                yield _SQLiteTransaction(connection)
                 if connection.in_transaction:
+                    connection.execute("COMMIT")
+            except BaseException as error:
+                if connection is not None and connection.in_transaction:
                     connection.execute("ROLLBACK")
+                if isinstance(error, sqlite3.Error):
+                    raise _translate(error, self.path) from error
                 raise
-            try:
-                with _translated(self.path):
-                    if connection.in_transaction:
-                        connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+        finally:
+            if shared:
+                self._shared_lock.release()
 
     def close(self) -> None:
         """Close every connection this repository opened."""
@@ -243,22 +244,11 @@ class SQLiteRepository:
         self._shared = None
 
 
-@contextmanager
-def _null_lock() -> Iterator[None]:
-    yield
-
-
-@contextmanager
-def _translated(path: str) -> Iterator[None]:
-    """Turn ``sqlite3`` errors into the library's: busy is retryable, the rest is not."""
-    try:
-        yield
-    except sqlite3.OperationalError as error:
-        if _is_busy(error):
-            raise RetryableConflict(str(error)) from error
-        raise StorageError(f"SQLite database {path!r} failed: {error}") from error
-    except sqlite3.Error as error:
-        raise StorageError(f"SQLite database {path!r} failed: {error}") from error
+def _translate(error: sqlite3.Error, path: str) -> Exception:
+    """Return the library's error for a ``sqlite3`` error: busy is retryable, the rest is not."""
+    if isinstance(error, sqlite3.OperationalError) and _is_busy(error):
+        return RetryableConflict(str(error))
+    return StorageError(f"SQLite database {path!r} failed: {error}")
 
 
 class _SQLiteTransaction:
