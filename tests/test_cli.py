@@ -181,7 +181,7 @@ def _closed_loopback_port() -> int:
 @pytest.mark.postgres
 @pytest.mark.parametrize("command", [["balances", "acme"], ["migrate"]])
 def test_postgres_connection_refused(cli: Cli, command: list[str]) -> None:
-    """A refused connection is one line that says what to check."""
+    """A refused connection is reported on one line with what to check."""
     cli.database = f"postgresql://postgres@127.0.0.1:{_closed_loopback_port()}/postgres"
     err = cli.fails(*command)
     assert err.startswith("coaching-credits: error: cannot connect to PostgreSQL: ")
@@ -389,7 +389,7 @@ def test_reimport_adds_removed_members(team: Cli, tmp_path: Path) -> None:
 
 
 def test_import_text_singular(cli: Cli, tmp_path: Path) -> None:
-    """The text summary says "1 member" and "1 was", not "1 members" and "1 were"."""
+    """The text summary uses the singular for 1: "1 member" and "1 was"."""
     cli.ok("create-workspace", "acme")
     one = tmp_path / "one.csv"
     one.write_text("member_id,role\nad-1,admin\n", encoding="utf-8")

@@ -46,8 +46,8 @@ EXIT_INTERRUPTED = 130
 #: ended by SIGPIPE.
 EXIT_BROKEN_PIPE = 141
 
-#: The most digits a whole-number option may have. Python refuses to convert more than 4300
-#: digits, and 19 digits already exceed every count the tool accepts.
+#: Maximum digits of a whole-number option. int() raises ValueError above 4300 digits, and 19
+#: digits already exceed every count the tool accepts.
 _MAX_NUMBER_DIGITS = 19
 
 # Commands that may create a SQLite file; every other one needs an existing database.

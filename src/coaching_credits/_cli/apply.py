@@ -86,9 +86,10 @@ def _has_kind(value: object, kind: str) -> bool:
     return True
 
 
-#: The most digits a JSON integer may have to be converted to an int. It is far above the 19
-#: digits of the largest amount, so every number the library would show in full still reaches
-#: it as an int, and far below the 4300 digits above which Python refuses to convert.
+#: Maximum digits of a JSON integer that is converted to an int. It is far above the 19 digits
+#: of the largest amount, so the library still shows such numbers in full. It is far below the
+#: 4300 digits above which int() raises ValueError (the default of sys.set_int_max_str_digits
+#: since Python 3.11 and 3.10.7).
 _MAX_INTEGER_DIGITS = 100
 
 

@@ -76,7 +76,7 @@ def open_repository(database: str, *, create: bool) -> Repository:
         # The repository wraps the driver's error in StorageError; its cause names the fault.
         cause = error.__cause__ if isinstance(error.__cause__, sqlite3.Error) else error
         if not isinstance(cause, sqlite3.Error):
-            raise  # a fault of the schema, such as a newer version, whose message says what to do
+            raise  # a schema fault, such as a newer version, whose message names the fix
         raise CommandError(
             f"cannot open SQLite database {database!r}: {cause}; {_sqlite_next_step(cause, path)}"
         ) from error

@@ -81,8 +81,8 @@ def _create_workspace(ledger: Ledger, workspace_id: str) -> None:
     try:
         ledger.create_workspace(workspace_id)
     except WorkspaceAlreadyExists:
-        # The library's message says "choose another id" without naming how; here it is an
-        # option of this command.
+        # The library's message asks for another id without naming how to give one; this
+        # command takes it with --workspace.
         raise CommandError(
             f"workspace {workspace_id!r} already exists in this database; pass --workspace "
             f"with another id, or --db with a new file"

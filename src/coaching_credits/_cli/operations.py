@@ -37,7 +37,7 @@ def parse_amount(text: str, *, minimum: int = 1, field: str = "amount") -> int:
     """
     if not _WHOLE_NUMBER.fullmatch(text):
         raise InvalidAmount(text, minimum=minimum, maximum=MAX_AMOUNT, field=field)
-    # Counted before converting: int() raises a plain ValueError above 4300 digits, and a
+    # Counted before converting, because int() raises a plain ValueError above 4300 digits. A
     # number with more digits than the maximum is out of range whatever they are.
     if len(text.lstrip("+-").lstrip("0")) > _MAX_AMOUNT_DIGITS:
         raise InvalidAmount(text, minimum=minimum, maximum=MAX_AMOUNT, field=field)
