@@ -591,7 +591,7 @@ def test_cli_batch_reports_malformed_line(tmp_path: Path) -> None:
         "replayed": 0,
         "rejected": {"InsufficientCredits": 1, "MalformedLine": 1},
     }
-    assert "line 3: malformed line skipped" in completed.stderr
+    assert "line 3: rejected MalformedLine: invalid JSON" in completed.stderr
     outcomes = [text for text in completed.stderr.splitlines() if text.startswith("line ")]
     assert [text.split(":")[0] for text in outcomes if "malformed" not in text] == [
         f"line {n}" for n in (1, 2, 3, 4, 5)
