@@ -61,7 +61,7 @@ class Report:
             lines.append(f"{figure.area:<22} {_status(figure.met):<8} {figure.result}")
         return "\n".join(lines)
 
-    def markdown(self, *, command: str) -> str:
+    def markdown(self, *, command: str, notes: str = "") -> str:
         facts = "\n".join(f"| {key} | {value} |" for key, value in self.machine.items())
         rows = "\n".join(
             f"| {f.area} | {f.measure} | {f.result} | {f.target} | {_status(f.met)} |"
@@ -70,19 +70,28 @@ class Report:
         )
         return (
             "# Benchmarks\n\n"
-            f"Measured with `{command}` from the repository root. Each comparison runs both of\n"
-            "its sides in one process, one after the other, so the ratio holds on a noisy\n"
-            "machine; absolute figures move with the machine and its load.\n\n"
+            "Measured from a clean checkout at the repository root with\n\n"
+            "```sh\n"
+            "python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' && \\\n"
+            f"  .venv/bin/{command}\n"
+            "```\n\n"
+            "which prints this table and rewrites this page. The PostgreSQL parts use the\n"
+            "server named by `COACHING_CREDITS_BENCH_POSTGRES` (default\n"
+            "`host=127.0.0.1 port=5432 user=postgres dbname=postgres`) and create and drop a\n"
+            "throwaway database; `--no-postgres` skips them. Each comparison runs both of its\n"
+            "sides in one process, so the ratio holds on a noisy machine; absolute figures\n"
+            "move with the machine and its load.\n\n"
             "## Machine\n\n| fact | value |\n| --- | --- |\n"
             f"{facts}\n\n"
             "## Results\n\n"
             "| area | measure | result | target | status | note |\n"
             "| --- | --- | --- | --- | --- | --- |\n"
-            f"{rows}\n"
+            f"{rows}\n" + (f"\n## Notes\n\n{notes}\n" if notes else "")
         )
 
 
 def _status(met: bool | None) -> str:
+    """Return the status word; ``None`` means no target applies or the part was skipped."""
     if met is None:
-        return "skipped"
+        return "n/a"
     return "met" if met else "missed"

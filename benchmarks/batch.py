@@ -30,9 +30,6 @@ from coaching_credits import Ledger, Operation, Repository, Role, SQLiteReposito
 
 #: Operations per batch on the batched side.
 BATCH_SIZE = 100
-#: The speed-up the batched side must reach over one transaction per operation.
-TARGET_SPEEDUP = 3.0
-
 DEFAULT_POSTGRES = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
@@ -76,8 +73,8 @@ def _figure(area: str, single: float, batched: float, note: str = "") -> Figure:
         f"committed transfer_to operations per second, batches of {BATCH_SIZE} against one "
         f"transaction each",
         f"batched {batched:,.0f}/s; one per transaction {single:,.0f}/s; {speedup:.1f}x",
-        f"batches at least {TARGET_SPEEDUP:.0f}x one transaction per operation",
-        speedup >= TARGET_SPEEDUP,
+        "none set: measured for comparison",
+        None,
         note,
     )
 
@@ -110,7 +107,7 @@ def bench_batching(report: Report, seconds: float, postgres_conninfo: str | None
                 "PostgreSQL batches",
                 "committed transfer_to operations per second, batched against one each",
                 "not measured: no PostgreSQL conninfo given",
-                f"batches at least {TARGET_SPEEDUP:.0f}x one transaction per operation",
+                "none set: measured for comparison",
                 None,
             )
         )
@@ -142,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from run import machine_facts
 
-    report = Report(machine_facts())
+    report = Report(machine_facts(conninfo))
     bench_batching(report, seconds, conninfo)
     print(report.table())
     return 0

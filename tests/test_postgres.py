@@ -568,8 +568,6 @@ def test_guide_examples_run(postgres_database: str) -> None:
     namespace: dict[str, Any] = {}
     opened: list[PostgresRepository] = []
     try:
-        with psycopg.connect(guide_conninfo, autocommit=True) as connection:
-            connection.execute("CREATE TABLE orders (id text PRIMARY KEY, member_id text)")
         for block in blocks:
             # The examples name a made-up server; run them against the test database.
             code = re.sub(r'"postgresql://\w+@db\.internal/credits"', repr(guide_conninfo), block)
