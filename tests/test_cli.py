@@ -272,6 +272,40 @@ def test_postgres_database(
     assert "workspace 'nope' not found" in cli.fails("balances", "nope")
 
 
+@pytest.mark.postgres
+def test_postgres_schema_option(postgres_database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--schema keeps the tables in the named PostgreSQL schema, apart from the default one."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    dbname = conninfo_to_dict(postgres_database)["dbname"]
+    url = f"postgresql://postgres@127.0.0.1:5432/{dbname}"
+    schema = f"cli_{uuid.uuid4().hex[:8]}"
+    cli = Cli(url, capsys)
+
+    assert f"migrated the PostgreSQL schema {schema} to version" in cli.ok(
+        "--schema", schema, "migrate"
+    )
+    assert main(["--db", url, "--schema", schema, "create-workspace", "acme"]) == 0
+    capsys.readouterr()
+    assert main(["--db", url, "--schema", schema, "balances", "acme", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["workspace"] == "acme"
+
+    with psycopg.connect(postgres_database) as connection:
+        found = connection.execute(
+            "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = %s",
+            (schema, "workspaces"),
+        ).fetchone()
+    assert found == (1,)
+
+
+def test_schema_option_rejected_for_sqlite(cli: Cli) -> None:
+    """--schema with a SQLite path is an error that names both options."""
+    line = cli.fails("--schema", "s", "create-workspace", "acme")
+    assert "--schema 's' applies to PostgreSQL only" in line
+    assert "--db" in line
+
+
 # import-members -------------------------------------------------------------------------------
 
 

@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"SQLite file or postgresql:// URI (default: ${DATABASE_ENVIRONMENT_VARIABLE} "
         f"or {DEFAULT_DATABASE})",
     )
+    parser.add_argument(
+        "--schema",
+        metavar="NAME",
+        help="PostgreSQL schema that holds the tables (default: coaching_credits)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     create = commands.add_parser("create-workspace", help="create a workspace with an empty pool")
@@ -399,10 +404,12 @@ def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
     database = resolve_database(args.db)
     if args.command == "migrate":
-        print(migrate_database(database), file=stdout)
+        print(migrate_database(database, args.schema), file=stdout)
         return 0
 
-    repository = open_repository(database, create=args.command in _CREATING_COMMANDS)
+    repository = open_repository(
+        database, create=args.command in _CREATING_COMMANDS, schema=args.schema
+    )
     try:
         return _run_with(repository, args, stdout, stderr)
     finally:
@@ -484,7 +491,7 @@ def _run_apply(ledger: Ledger, args: argparse.Namespace, stdout: TextIO, stderr:
 
 def _run_demo(args: argparse.Namespace, stdout: TextIO) -> int:
     if args.db:
-        repository = open_repository(args.db, create=True)
+        repository = open_repository(args.db, create=True, schema=args.schema)
         try:
             run_demo(
                 Ledger(repository),

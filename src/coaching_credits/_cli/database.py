@@ -50,16 +50,31 @@ def is_postgres(database: str) -> bool:
     return database.startswith(_POSTGRES_PREFIXES)
 
 
-def open_repository(database: str, *, create: bool) -> Repository:
+#: The PostgreSQL schema used when ``--schema`` is not given.
+DEFAULT_SCHEMA = "coaching_credits"
+
+
+def _check_schema(database: str, schema: str | None) -> str:
+    if schema is not None and not is_postgres(database):
+        raise CommandError(
+            f"--schema {schema!r} applies to PostgreSQL only, but {database!r} is a SQLite "
+            f"path; drop --schema or pass a postgresql:// URL with --db"
+        )
+    return schema or DEFAULT_SCHEMA
+
+
+def open_repository(database: str, *, create: bool, schema: str | None = None) -> Repository:
     """Open the repository at ``database``.
 
     A SQLite file that does not exist is created only when ``create`` is true; otherwise it is a
-    :class:`CommandError`, so a mistyped path never yields a new, empty database.
+    :class:`CommandError`, so a mistyped path never yields a new, empty database. ``schema``
+    names the PostgreSQL schema that holds the tables.
     """
+    schema_name = _check_schema(database, schema)
     if is_postgres(database):
         postgres = _import_postgres()
         with _connection_failures():
-            repository: Repository = postgres.PostgresRepository(database)
+            repository: Repository = postgres.PostgresRepository(database, schema=schema_name)
         return repository
 
     path = Path(database)
@@ -89,13 +104,14 @@ def _sqlite_next_step(error: sqlite3.Error, path: Path) -> str:
     return "name a database this tool created, or a new file"
 
 
-def migrate_database(database: str) -> str:
+def migrate_database(database: str, schema: str | None = None) -> str:
     """Create or upgrade the schema at ``database``; return a sentence saying what ran."""
+    schema_name = _check_schema(database, schema)
     if is_postgres(database):
         postgres = _import_postgres()
         with _connection_failures():
-            version = postgres.migrate(database)
-        return f"migrated the PostgreSQL schema coaching_credits to version {version}"
+            version = postgres.migrate(database, schema=schema_name)
+        return f"migrated the PostgreSQL schema {schema_name} to version {version}"
     open_repository(database, create=True).close()
     return f"migrated the SQLite database {database}"
 
