@@ -94,7 +94,7 @@ class Operation:
 
 @attrs.frozen
 class Outcome:
-    """What :meth:`Ledger.apply_batch` did with one operation.
+    """The result of one operation in :meth:`Ledger.apply_batch`.
 
     ``status`` is one of:
 

@@ -57,11 +57,12 @@ __all__ = ["MAX_KEY_LENGTH", "MAX_METADATA_ITEMS", "MAX_REASON_LENGTH", "Ledger"
 
 logger = logging.getLogger(__name__)
 
-#: Longest idempotency key, member id or workspace id accepted, in characters.
+#: Maximum length of an idempotency key, member id or workspace id, in characters.
 MAX_KEY_LENGTH = 200
-#: Longest ``reason`` text stored on a transfer, in characters.
+#: Maximum length of the ``reason`` text stored on a transfer, in characters.
 MAX_REASON_LENGTH = 500
-#: Most entries in a transfer's ``metadata``; keys and values are capped at ``MAX_KEY_LENGTH``.
+#: Maximum number of entries in a transfer's ``metadata``. Each key and value is at most
+#: ``MAX_KEY_LENGTH`` characters long.
 MAX_METADATA_ITEMS = 20
 
 R = TypeVar("R")
@@ -150,8 +151,8 @@ class Ledger:
     ) -> Member:
         """Add a member with a balance of 0.
 
-        ``actor`` is ``None`` when the host application itself adds the member (for example
-        the first admins); when given, it must be an admin of the workspace.
+        ``actor`` is ``None`` when the host application itself adds the member, for example
+        the first admins. When given, it must be an admin of the workspace.
         """
         plan = self._add_member_plan(workspace_id, member_id, role=role, actor=actor)
         return self._commit(plan, idempotency_key)
@@ -332,8 +333,8 @@ class Ledger:
         request = {"op": "purchase", "amount": amount, **_note_request(reason, metadata)}
 
         def step(tx: Transaction, workspace: Workspace, pool: Pool) -> PurchaseResult:
-            # NOTE: summing every member costs one read of the member table per purchase;
-            # purchases are rare next to transfers and spends, so the cost is accepted.
+            # NOTE: summing every member costs one read of the member table per purchase.
+            # Purchases are rare next to transfers and spends, so the cost is accepted.
             members_total = sum(m.balance for m in tx.list_members(workspace_id))
             result = rules.purchase(
                 workspace,
@@ -653,7 +654,7 @@ class Ledger:
             member = _found(tx.get_members(workspace_id, [member_id]), workspace_id, member_id)
             result = rules.spend(workspace, member, amount, reason=reason, metadata=metadata)
             tx.update_members([result.member])
-            # The pure rule never sees the pool; the journal still records its balance.
+            # The pure spend rule takes no pool, but the journal still records the pool's balance.
             spent = attrs.evolve(result.transfer, pool_balance=pool.balance)
             (transfer,) = self._append(tx, [spent])
             return attrs.evolve(result, transfer=transfer)
@@ -1024,8 +1025,8 @@ class Ledger:
         try:
             self._retrying(workspace_id, step)
         except ConcurrencyConflict as conflict:
-            # The rejection itself stands; only its record is missing, so an identical
-            # resend is checked again against the state at that time.
+            # The call is still rejected, but its record is missing, so an identical resend
+            # is checked again against the state at that time.
             logger.warning(
                 "workspace %r: could not record the rejection of key %r: %s",
                 workspace_id, key.key, conflict,

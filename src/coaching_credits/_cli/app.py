@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--schema",
         metavar="NAME",
-        help="PostgreSQL schema that holds the tables (default: coaching_credits)",
+        help="PostgreSQL schema of the tables (default: coaching_credits)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

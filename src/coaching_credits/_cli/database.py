@@ -68,7 +68,7 @@ def open_repository(database: str, *, create: bool, schema: str | None = None) -
 
     A SQLite file that does not exist is created only when ``create`` is true; otherwise it is a
     :class:`CommandError`, so a mistyped path never yields a new, empty database. ``schema``
-    names the PostgreSQL schema that holds the tables.
+    names the PostgreSQL schema of the tables.
     """
     schema_name = _check_schema(database, schema)
     if is_postgres(database):

@@ -254,8 +254,8 @@ def _translate(error: sqlite3.Error, path: str) -> Exception:
 class _SQLiteTransaction:
     """One unit of work that begins on its first statement.
 
-    A unit that starts by writing (or by locking the workspace) begins with ``BEGIN IMMEDIATE``
-    and so waits for SQLite's single write lock up front; one that starts by reading begins
+    A unit that starts by writing (or by locking the workspace) begins with ``BEGIN IMMEDIATE``,
+    so it waits for SQLite's single write lock up front. A unit that starts by reading begins
     with ``BEGIN DEFERRED`` and, in WAL mode, reads a snapshot without waiting for writers.
     """
 
