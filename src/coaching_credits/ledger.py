@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from . import _audit, _batch, _codec, _journal, _rejections, _replay, rules
+from . import _audit, _batch, _codec, _journal, _rejections, _replay, _validation, rules
 from ._batch import Operation, Outcome
 from .errors import (
     ConcurrencyConflict,
@@ -57,13 +57,10 @@ __all__ = ["MAX_KEY_LENGTH", "MAX_METADATA_ITEMS", "MAX_REASON_LENGTH", "Ledger"
 
 logger = logging.getLogger(__name__)
 
-#: Maximum length of an idempotency key, member id or workspace id, in characters.
-MAX_KEY_LENGTH = 200
-#: Maximum length of the ``reason`` text stored on a transfer, in characters.
-MAX_REASON_LENGTH = 500
-#: Maximum number of entries in a transfer's ``metadata``. Each key and value is at most
-#: ``MAX_KEY_LENGTH`` characters long.
-MAX_METADATA_ITEMS = 20
+MAX_KEY_LENGTH = _validation.MAX_KEY_LENGTH
+MAX_REASON_LENGTH = _validation.MAX_REASON_LENGTH
+MAX_METADATA_ITEMS = _validation.MAX_METADATA_ITEMS
+
 
 R = TypeVar("R")
 
@@ -126,7 +123,7 @@ class Ledger:
 
         Raises :class:`~coaching_credits.WorkspaceAlreadyExists` if the id is taken.
         """
-        _check_id(workspace_id, "workspace id")
+        _validation.check_id(workspace_id, "workspace id")
         if type(coaching_enabled) is not bool:
             raise InvalidRequest(
                 f"invalid coaching_enabled {coaching_enabled!r}: expected True or False",
@@ -165,11 +162,11 @@ class Ledger:
         role: Role = Role.MEMBER,
         actor: str | None = None,
     ) -> _Plan[Member]:
-        _check_id(workspace_id, "workspace id")
-        _check_id(member_id, "member id")
+        _validation.check_id(workspace_id, "workspace id")
+        _validation.check_id(member_id, "member id")
         if actor is not None:
-            _check_id(actor, "actor id")
-        role = _parse_role(role)
+            _validation.check_id(actor, "actor id")
+        role = _validation.parse_role(role)
         request = {"op": "add_member", "member": member_id, "role": role.value, "actor": actor}
 
         def step(tx: Transaction, workspace: Workspace, pool: Pool) -> Member:
@@ -208,15 +205,15 @@ class Ledger:
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> _Plan[MemberRemoval]:
-        _check_id(workspace_id, "workspace id")
-        _check_id(member_id, "member id")
-        _check_id(actor, "actor id")
-        _check_note(reason, metadata)
+        _validation.check_id(workspace_id, "workspace id")
+        _validation.check_id(member_id, "member id")
+        _validation.check_id(actor, "actor id")
+        _validation.check_note(reason, metadata)
         request = {
             "op": "remove_member",
             "member": member_id,
             "actor": actor,
-            **_note_request(reason, metadata),
+            **_validation.note_request(reason, metadata),
         }
 
         def step(tx: Transaction, workspace: Workspace, pool: Pool) -> MemberRemoval:
@@ -248,8 +245,8 @@ class Ledger:
     def _set_coaching_plan(
         self, workspace_id: str, enabled: bool, *, actor: str
     ) -> _Plan[Workspace]:
-        _check_id(workspace_id, "workspace id")
-        _check_id(actor, "actor id")
+        _validation.check_id(workspace_id, "workspace id")
+        _validation.check_id(actor, "actor id")
         if type(enabled) is not bool:
             raise InvalidRequest(
                 f"invalid enabled flag {enabled!r}: expected True or False", value=enabled
@@ -287,8 +284,8 @@ class Ledger:
         self, workspace_id: str, threshold: int, *, actor: str
     ) -> _Plan[Workspace]:
         rules.check_balance(threshold, field="threshold")
-        _check_id(workspace_id, "workspace id")
-        _check_id(actor, "actor id")
+        _validation.check_id(workspace_id, "workspace id")
+        _validation.check_id(actor, "actor id")
         request = {"op": "set_low_pool_threshold", "threshold": threshold, "actor": actor}
 
         def step(tx: Transaction, workspace: Workspace, pool: Pool) -> Workspace:
@@ -328,9 +325,9 @@ class Ledger:
         metadata: Mapping[str, str] | None = None,
     ) -> _Plan[PurchaseResult]:
         rules.check_amount(amount)
-        _check_id(workspace_id, "workspace id")
-        _check_note(reason, metadata)
-        request = {"op": "purchase", "amount": amount, **_note_request(reason, metadata)}
+        _validation.check_id(workspace_id, "workspace id")
+        _validation.check_note(reason, metadata)
+        request = {"op": "purchase", "amount": amount, **_validation.note_request(reason, metadata)}
 
         def step(tx: Transaction, workspace: Workspace, pool: Pool) -> PurchaseResult:
             # NOTE: summing every member costs one read of the member table per purchase.
@@ -467,16 +464,16 @@ class Ledger:
         metadata: Mapping[str, str] | None,
     ) -> _Plan[TransferResult]:
         rules.check_amount(amount)
-        _check_id(workspace_id, "workspace id")
-        _check_id(member_id, "member id")
-        _check_id(actor, "actor id")
-        _check_note(reason, metadata)
+        _validation.check_id(workspace_id, "workspace id")
+        _validation.check_id(member_id, "member id")
+        _validation.check_id(actor, "actor id")
+        _validation.check_note(reason, metadata)
         request = {
             "op": op,
             "member": member_id,
             "amount": amount,
             "actor": actor,
-            **_note_request(reason, metadata),
+            **_validation.note_request(reason, metadata),
         }
 
         def step(tx: Transaction, workspace: Workspace, pool: Pool) -> TransferResult:
@@ -561,25 +558,25 @@ class Ledger:
         metadata: Mapping[str, str] | None = None,
     ) -> _Plan[SetBalancesResult]:
         rules.check_balance(balance)
-        _check_id(workspace_id, "workspace id")
-        _check_id(actor, "actor id")
+        _validation.check_id(workspace_id, "workspace id")
+        _validation.check_id(actor, "actor id")
         if isinstance(member_ids, str) or not isinstance(member_ids, Sequence):
             raise InvalidRequest(
                 f"invalid member ids {_shown(member_ids)}: expected a list of ids",
                 value=member_ids,
             )
         # Report the smallest invalid id (by repr), so the error does not depend on order.
-        invalid = sorted((m for m in member_ids if not _is_valid_id(m)), key=repr)
+        invalid = sorted((m for m in member_ids if not _validation.is_valid_id(m)), key=repr)
         if invalid:
-            _check_id(invalid[0], "member id")
-        _check_note(reason, metadata)
+            _validation.check_id(invalid[0], "member id")
+        _validation.check_note(reason, metadata)
         ids = list(member_ids)
         request = {
             "op": "set_balances",
             "members": ids,
             "balance": balance,
             "actor": actor,
-            **_note_request(reason, metadata),
+            **_validation.note_request(reason, metadata),
         }
 
         def step(tx: Transaction, workspace: Workspace, pool: Pool) -> SetBalancesResult:
@@ -639,14 +636,14 @@ class Ledger:
         metadata: Mapping[str, str] | None = None,
     ) -> _Plan[SpendResult]:
         rules.check_amount(amount)
-        _check_id(workspace_id, "workspace id")
-        _check_id(member_id, "member id")
-        _check_note(reason, metadata)
+        _validation.check_id(workspace_id, "workspace id")
+        _validation.check_id(member_id, "member id")
+        _validation.check_note(reason, metadata)
         request = {
             "op": "spend",
             "member": member_id,
             "amount": amount,
-            **_note_request(reason, metadata),
+            **_validation.note_request(reason, metadata),
         }
 
         def step(tx: Transaction, workspace: Workspace, pool: Pool) -> SpendResult:
@@ -696,15 +693,15 @@ class Ledger:
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> _Plan[ReversalResult]:
-        _check_id(workspace_id, "workspace id")
-        _check_id(transfer_id, "transfer id")
-        _check_id(actor, "actor id")
-        _check_note(reason, metadata)
+        _validation.check_id(workspace_id, "workspace id")
+        _validation.check_id(transfer_id, "transfer id")
+        _validation.check_id(actor, "actor id")
+        _validation.check_note(reason, metadata)
         request = {
             "op": "reverse",
             "transfer": transfer_id,
             "actor": actor,
-            **_note_request(reason, metadata),
+            **_validation.note_request(reason, metadata),
         }
 
         def step(tx: Transaction, workspace: Workspace, pool: Pool) -> ReversalResult:
@@ -838,7 +835,7 @@ class Ledger:
                 value=limit,
             )
         if member_id is not None:
-            _check_id(member_id, "member id")
+            _validation.check_id(member_id, "member id")
         wanted = _journal.check_kinds(kinds)
         if since is not None:
             _journal.check_moment(since, "since")
@@ -872,7 +869,7 @@ class Ledger:
         """
         _journal.check_moment(at, "at")
         if member_id is not None:
-            _check_id(member_id, "member id")
+            _validation.check_id(member_id, "member id")
 
         def read(tx: Transaction) -> int:
             tx.get_workspace(workspace_id)
@@ -1072,7 +1069,7 @@ class _Key:
         """
         if idempotency_key is None:
             return None
-        _check_id(idempotency_key, "idempotency key")
+        _validation.check_id(idempotency_key, "idempotency key")
         return cls(idempotency_key, _codec.dumps(plan.request))
 
     @property
@@ -1156,79 +1153,6 @@ def _stamped(transfer: Transfer, transfer_id: str, created_at: datetime) -> Tran
 
 def _unstamped(transfer: Transfer) -> Transfer:
     return attrs.evolve(transfer, id=None, created_at=None, sequence=None)
-
-
-def _is_storable(text: str) -> bool:
-    """Return whether every backend can store ``text``: no NUL and valid UTF-8 when encoded.
-
-    PostgreSQL text cannot hold NUL characters, and a lone surrogate has no UTF-8 encoding.
-    """
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _is_valid_id(value: object) -> bool:
-    return type(value) is str and 0 < len(value) <= MAX_KEY_LENGTH and _is_storable(value)
-
-
-def _check_id(value: object, name: str) -> None:
-    if not _is_valid_id(value):
-        raise InvalidRequest(
-            f"invalid {name} {_shown(value)}: expected a non-empty str of at most "
-            f"{MAX_KEY_LENGTH} characters, without NUL characters or lone surrogates",
-            value=value,
-        )
-
-
-def _parse_role(role: object) -> Role:
-    try:
-        return Role(role)
-    except ValueError:
-        raise InvalidRequest(
-            f"invalid role {role!r}: expected 'admin' or 'member'", value=role
-        ) from None
-
-
-def _check_note(reason: object, metadata: object) -> None:
-    if reason is not None and (
-        type(reason) is not str or len(reason) > MAX_REASON_LENGTH or not _is_storable(reason)
-    ):
-        raise InvalidRequest(
-            f"invalid reason {_shown(reason)}: expected a str of at most {MAX_REASON_LENGTH} "
-            f"characters, without NUL characters or lone surrogates",
-            value=reason,
-        )
-    if metadata is None:
-        return
-    if not isinstance(metadata, Mapping) or len(metadata) > MAX_METADATA_ITEMS:
-        raise InvalidRequest(
-            f"invalid metadata {_shown(metadata)}: expected a mapping of at most "
-            f"{MAX_METADATA_ITEMS} str keys to str values",
-            value=metadata,
-        )
-    for key, value in metadata.items():
-        for text in (key, value):
-            if type(text) is not str or len(text) > MAX_KEY_LENGTH or not _is_storable(text):
-                raise InvalidRequest(
-                    f"invalid metadata entry {_shown(key)}: {_shown(value)}: keys and values "
-                    f"must be str of at most {MAX_KEY_LENGTH} characters, without NUL "
-                    f"characters or lone surrogates",
-                    value=metadata,
-                )
-
-
-def _note_request(reason: str | None, metadata: Mapping[str, str] | None) -> dict[str, Any]:
-    note: dict[str, Any] = {}
-    if reason is not None:
-        note["reason"] = reason
-    if metadata:
-        note["metadata"] = dict(metadata)
-    return note
 
 
 def _found(found: Mapping[str, Member], workspace_id: str, member_id: str) -> Member:
