@@ -380,21 +380,19 @@ def test_pool_status_and_threshold(team: Cli) -> None:
     """pool-status reports the threshold that set-low-pool-threshold stores."""
     status = team.json("pool-status", "acme")
     assert status == {"workspace": "acme", "balance": 100, "threshold": 0, "is_low": False}
-    assert (
-        team.ok("pool-status", "acme") == "workspace acme: pool 100, low at or below 0: not low\n"
-    )
+    assert team.ok("pool-status", "acme") == "workspace acme: pool 100, low below 0: not low\n"
 
-    output = team.json("set-low-pool-threshold", "acme", "100", "--actor", "ada")
+    output = team.json("set-low-pool-threshold", "acme", "101", "--actor", "ada")
     assert output["op"] == "set-low-pool-threshold"
-    assert output["result"]["workspace"]["low_pool_threshold"] == 100
+    assert output["result"]["workspace"]["low_pool_threshold"] == 101
 
     status = team.json("pool-status", "acme")
-    assert (status["threshold"], status["is_low"]) == (100, True)
+    assert (status["threshold"], status["is_low"]) == (101, True)
     text = team.ok("pool-status", "acme")
-    assert text.startswith("workspace acme: pool 100, low at or below 100: low")
+    assert text.startswith("workspace acme: pool 100, low below 101: low")
 
     text = team.ok("set-low-pool-threshold", "acme", "1", "--actor", "ada")
-    assert text == "the pool of workspace acme now counts as low at or below 1 credit\n"
+    assert text == "the pool of workspace acme now counts as low below 1 credit\n"
     assert team.json("pool-status", "acme")["is_low"] is False
 
 

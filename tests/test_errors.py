@@ -20,6 +20,7 @@ from coaching_credits import (
     WorkspaceNotFound,
     errors,
 )
+from coaching_credits.errors import _shown
 
 ALL_ERRORS = [
     CoachingDisabled,
@@ -221,3 +222,10 @@ def test_concurrency_conflict_without_cause() -> None:
     """Without a cause the message has no dangling colon."""
     message = str(ConcurrencyConflict(workspace_id="ws", attempts=2))
     assert "writers; retry" in message
+
+
+def test_long_values_cut_with_length() -> None:
+    """A long value is cut in the message, which gives its real length."""
+    assert _shown("x" * 501).endswith("... (501 characters)")
+    assert _shown({str(i): "v" for i in range(30)}).endswith("... (30 items)")
+    assert _shown("short") == "'short'"

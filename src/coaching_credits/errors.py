@@ -27,6 +27,7 @@ error for the same fault.
 from __future__ import annotations
 
 import json
+from collections.abc import Sized
 from typing import Any
 
 __all__ = [
@@ -58,7 +59,13 @@ def _shown(value: object, limit: int = 80) -> str:
     text = repr(value)
     if len(text) <= limit:
         return text
-    return f"{text[: limit - 15]}... ({len(text)} characters)"
+    if isinstance(value, str):
+        size = f"{len(value)} characters"
+    elif isinstance(value, Sized):
+        size = f"{len(value)} items"
+    else:
+        size = f"{len(text)} characters as text"
+    return f"{text[: limit - 15]}... ({size})"
 
 
 class InvalidAmount(CreditError, ValueError):

@@ -273,7 +273,7 @@ class Ledger:
         actor: str,
         idempotency_key: str | None = None,
     ) -> Workspace:
-        """Set the balance at or below which the pool counts as low; ``actor`` must be an admin.
+        """Set the balance below which the pool counts as low; ``actor`` must be an admin.
 
         See :meth:`pool_status`. It works while coaching is disabled.
         """

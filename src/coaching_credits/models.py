@@ -87,7 +87,7 @@ class Workspace:
 
     id: str = attrs.field(validator=_check_id)
     coaching_enabled: bool = True
-    #: The pool counts as low when its balance is at or below this number of credits.
+    #: The pool counts as low when its balance is below this number of credits (0: never).
     low_pool_threshold: int = attrs.field(default=0, validator=_check_balance)
 
 
@@ -150,8 +150,11 @@ class PoolStatus:
 
     @property
     def is_low(self) -> bool:
-        """Whether the balance is at or below the threshold, so the pool needs a purchase."""
-        return self.balance <= self.threshold
+        """Whether the balance is below the threshold, so the pool needs a purchase.
+
+        The default threshold 0 never counts as low, so the check is off until set.
+        """
+        return self.balance < self.threshold
 
 
 class AuditCheck(str, enum.Enum):

@@ -521,7 +521,7 @@ def set_coaching(workspace: Workspace, enabled: bool, *, actor: Member) -> Works
 def set_low_pool_threshold(workspace: Workspace, threshold: int, *, actor: Member) -> Workspace:
     """Return ``workspace`` with a new low-pool threshold; ``actor`` must be an admin.
 
-    The pool counts as low at or below ``threshold`` credits. It works while coaching is
+    The pool counts as low below ``threshold`` credits. It works while coaching is
     disabled, because it only changes how the pool is reported.
     """
     check_balance(threshold, field="threshold")

@@ -381,7 +381,7 @@ def _add_journal_parsers(commands: argparse._SubParsersAction[argparse.ArgumentP
 
     threshold = commands.add_parser(
         "set-low-pool-threshold",
-        help="set the balance at or below which the pool counts as low",
+        help="set the balance below which the pool counts as low",
     )
     threshold.add_argument("workspace", metavar="WORKSPACE")
     threshold.add_argument("threshold", metavar="N", help="credits, a whole number from 0")

@@ -179,7 +179,7 @@ def run_pool_status(
 
     state = "low; buy credits before handing more out" if status.is_low else "not low"
     print(
-        f"workspace {status.workspace_id}: pool {status.balance}, low at or below "
+        f"workspace {status.workspace_id}: pool {status.balance}, low below "
         f"{status.threshold}: {state}",
         file=stdout,
     )

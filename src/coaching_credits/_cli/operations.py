@@ -264,7 +264,7 @@ def run_set_low_pool_threshold(args: argparse.Namespace, ledger: Ledger, stdout:
         idempotency_key=args.key,
     )
     text = (
-        f"the pool of workspace {workspace.id} now counts as low at or below "
+        f"the pool of workspace {workspace.id} now counts as low below "
         f"{_credits(workspace.low_pool_threshold)}"
     )
     _emit(args, ledger, stdout, text, {"workspace": _codec.workspace_to_dict(workspace)})

@@ -695,12 +695,12 @@ class JournalContract:
             ledger.low_balances("missing", 1)
 
     def test_pool_status_threshold(self, ledger: Ledger) -> None:
-        """The pool is low at or below its threshold; only admins set the threshold."""
+        """The pool is low below its threshold; only admins set the threshold."""
         status = ledger.pool_status(WS)
         assert (status.balance, status.threshold, status.is_low) == (100, 0, False)
 
-        updated = ledger.set_low_pool_threshold(WS, 100, actor="adm")
-        assert updated.low_pool_threshold == 100
+        updated = ledger.set_low_pool_threshold(WS, 101, actor="adm")
+        assert updated.low_pool_threshold == 101
         assert ledger.pool_status(WS).is_low
         ledger.purchase(WS, 1)
         assert not ledger.pool_status(WS).is_low
@@ -709,7 +709,7 @@ class JournalContract:
             ledger.set_low_pool_threshold(WS, 5, actor="ann")
         with pytest.raises(InvalidAmount):
             ledger.set_low_pool_threshold(WS, -5, actor="adm")
-        assert ledger.pool_status(WS).threshold == 100
+        assert ledger.pool_status(WS).threshold == 101
 
     def test_threshold_survives_coaching_switch(self, ledger: Ledger) -> None:
         """Switching coaching off and on keeps the low-pool threshold."""
