@@ -660,7 +660,7 @@ def test_amount_with_5000_digits(team: Cli, command: str) -> None:
     }[command]
     err = team.fails(command, *arguments)
     assert err.startswith("coaching-credits: error: invalid ")
-    assert "(5002 characters)" in err
+    assert "(5000 characters)" in err
     assert len(err.splitlines()) == 1
     assert team.json("balances", "acme")["pool"] == 100
 
