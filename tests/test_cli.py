@@ -1094,3 +1094,30 @@ def test_python_m_subprocess(tmp_path: Path) -> None:
     usage = run("purchase")
     assert usage.returncode == 2
     assert "Traceback" not in usage.stderr
+
+
+def test_apply_line_metadata(team: Cli, tmp_path: Path) -> None:
+    """A line's reason and metadata reach the journal; a non-object metadata is malformed."""
+    actions = write_lines(
+        tmp_path / "actions.jsonl",
+        [
+            {
+                "op": "purchase",
+                "workspace": "acme",
+                "amount": 7,
+                "key": "p1",
+                "reason": "invoice",
+                "metadata": {"invoice": "2026-10"},
+            },
+            {"op": "purchase", "workspace": "acme", "amount": 1, "metadata": ["not", "an object"]},
+            {"op": "purchase", "workspace": "acme", "amount": 1, "metadata": {"n": 5}},
+        ],
+    )
+    summary = team.json("apply", str(actions))
+    assert summary["applied"] == 1
+    assert summary["rejected"] == {"InvalidRequest": 1, "MalformedLine": 1}
+
+    entry = team.json("history", "acme", "--limit", "1")["transfers"][0]
+    assert entry["kind"] == "purchase"
+    assert entry["reason"] == "invoice"
+    assert entry["metadata"] == {"invoice": "2026-10"}

@@ -56,22 +56,24 @@ _STRING = "a string"
 _ANY = "any value"
 _STRINGS = "a list of strings"
 _BOOLEAN = "true or false"
+# The library checks the entries of a metadata object: strings only, bounded in number and size.
+_OBJECT = "a JSON object"
 
 _COMMON_REQUIRED = {"op": _STRING, "workspace": _STRING}
 _COMMON_OPTIONAL = {"key": _STRING, "at": _STRING}
 
+# The optional note that every operation with a journal entry stores on its transfers.
+_NOTE = {"reason": _STRING, "metadata": _OBJECT}
+
 # op -> (required fields, optional fields), besides the common ones.
 _FIELDS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
-    "purchase": ({"amount": _ANY}, {"reason": _STRING}),
-    "transfer_to": ({"actor": _STRING, "member": _STRING, "amount": _ANY}, {"reason": _STRING}),
-    "transfer_from": ({"actor": _STRING, "member": _STRING, "amount": _ANY}, {"reason": _STRING}),
-    "set_balances": (
-        {"actor": _STRING, "members": _STRINGS, "balance": _ANY},
-        {"reason": _STRING},
-    ),
-    "spend": ({"member": _STRING, "amount": _ANY}, {"reason": _STRING}),
+    "purchase": ({"amount": _ANY}, _NOTE),
+    "transfer_to": ({"actor": _STRING, "member": _STRING, "amount": _ANY}, _NOTE),
+    "transfer_from": ({"actor": _STRING, "member": _STRING, "amount": _ANY}, _NOTE),
+    "set_balances": ({"actor": _STRING, "members": _STRINGS, "balance": _ANY}, _NOTE),
+    "spend": ({"member": _STRING, "amount": _ANY}, _NOTE),
     "add_member": ({"member": _STRING}, {"actor": _STRING, "role": _STRING}),
-    "remove_member": ({"actor": _STRING, "member": _STRING}, {"reason": _STRING}),
+    "remove_member": ({"actor": _STRING, "member": _STRING}, _NOTE),
     "set_coaching": ({"actor": _STRING, "enabled": _BOOLEAN}, {}),
 }
 
@@ -83,6 +85,8 @@ def _has_kind(value: object, kind: str) -> bool:
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
     if kind == _BOOLEAN:
         return isinstance(value, bool)
+    if kind == _OBJECT:
+        return isinstance(value, dict)
     return True
 
 
@@ -151,31 +155,28 @@ def _parse_line(raw: bytes) -> dict[str, Any]:
     return line
 
 
+_NOTE_ARGUMENTS = {"reason": "reason", "metadata": "metadata"}
+
 # Line field -> Ledger parameter name, for the fields each op passes on besides the common ones.
 _ARGUMENTS: dict[str, dict[str, str]] = {
-    "purchase": {"amount": "amount", "reason": "reason"},
-    "transfer_to": {
-        "member": "member_id",
-        "amount": "amount",
-        "actor": "actor",
-        "reason": "reason",
-    },
+    "purchase": {"amount": "amount", **_NOTE_ARGUMENTS},
+    "transfer_to": {"member": "member_id", "amount": "amount", "actor": "actor", **_NOTE_ARGUMENTS},
     "transfer_from": {
         "member": "member_id",
         "amount": "amount",
         "actor": "actor",
-        "reason": "reason",
+        **_NOTE_ARGUMENTS,
     },
     "set_balances": {
         "members": "member_ids",
         "balance": "balance",
         "actor": "actor",
-        "reason": "reason",
+        **_NOTE_ARGUMENTS,
     },
-    "spend": {"member": "member_id", "amount": "amount", "reason": "reason"},
+    "spend": {"member": "member_id", "amount": "amount", **_NOTE_ARGUMENTS},
     # The ledger parses the role text and rejects an unknown role with InvalidRequest.
     "add_member": {"member": "member_id", "role": "role", "actor": "actor"},
-    "remove_member": {"member": "member_id", "actor": "actor", "reason": "reason"},
+    "remove_member": {"member": "member_id", "actor": "actor", **_NOTE_ARGUMENTS},
     "set_coaching": {"enabled": "enabled", "actor": "actor"},
 }
 
