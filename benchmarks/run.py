@@ -126,17 +126,37 @@ def bench_pure_rules(report: Report, seconds: float) -> None:
             pool_state, member_state, _t = bare_move(pool_state, member_state, 5, True)
             pool_state, member_state, _t = bare_move(pool_state, member_state, 5, False)
 
+    def library_transfers_to(count: int) -> None:
+        current_pool, current_member = big_pool, member
+        for _ in range(count):
+            given = transfer_to(workspace, current_pool, current_member, 5, actor=admin)
+            current_pool, current_member = given.pool, given.member
+
+    def bare_transfers_to(count: int) -> None:
+        pool_state: dict[str, object] = {"workspace_id": "bench", "balance": 10**15}
+        member_state: dict[str, object] = {
+            "workspace_id": "bench",
+            "id": "member",
+            "role": "member",
+            "balance": 0,
+        }
+        for _ in range(count):
+            pool_state, member_state, _t = bare_move(pool_state, member_state, 5, True)
+
+    big_pool = Pool(workspace_id="bench", balance=10**15)
     library = best_rate(library_pairs, seconds)
     bare = best_rate(bare_pairs, seconds)
-    calls = 2 * library
+    library_to = best_rate(library_transfers_to, seconds)
+    bare_to = best_rate(bare_transfers_to, seconds)
     report.add(
         Figure(
             "pure rules",
-            "transfer_to + transfer_from pairs per second",
-            f"{library:,.0f} pairs/s ({calls:,.0f} calls/s); bare dicts {bare:,.0f} pairs/s; "
-            f"{bare / library:.1f}x slower than bare",
+            "transfer_to calls per second alone, and transfer_to + transfer_from pairs",
+            f"transfer_to {library_to:,.0f} calls/s, bare dicts {bare_to:,.0f}/s, "
+            f"{bare_to / library_to:.1f}x slower than bare; pairs {library:,.0f}/s, bare dicts "
+            f"{bare:,.0f}/s, {bare / library:.1f}x slower than bare",
             "at least 300,000 transfer_to calls/s and within 12x of the bare baseline",
-            calls >= 300_000 and bare / library <= 12,
+            library_to >= 300_000 and bare_to / library_to <= 12 and bare / library <= 12,
         )
     )
 
