@@ -48,9 +48,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 NOTES = """\
 - Status `n/a` marks a comparison without a target (batching) or a part that was skipped.
-- The machine is shared and has 2 cores, so ratios move by several points between runs; the
-  SQLite ledger measured between 70% and 77% of raw sqlite3 in five runs. Both sides of each
-  comparison run in this one process, alternating where the script can.
+- The machine has 2 cores, so ratios move by several points between runs: the SQLite ledger
+  measured between 76% and 89% of raw sqlite3 in three runs of that comparison alone. Both
+  sides of each comparison run in this one process, alternating where the script can.
+- Both SQLite sides write ids of the ledger's shape (32 hex digits, time-ordered), because the
+  size and order of index keys change the cost of an insert by a fifth.
 - With 16 worker processes on 2 cores, PostgreSQL throughput is limited by client CPU, which
   is why it falls again after 4 workers.
 - The psycopg here is its pure-Python build. Its C build (`pip install "psycopg[binary]"`)
@@ -232,7 +234,11 @@ def bench_sqlite(report: Report, seconds: float) -> None:
             "INSERT INTO members VALUES ('bench', 'admin', 'admin', 0), "
             "('bench', 'member', 'member', 0)"
         )
-        counter = iter(range(10**9))
+
+        def raw_id() -> str:
+            # Ids of the ledger's shape: 32 hex digits that start with the time in milliseconds,
+            # so both sides write index keys of the same size in the same order.
+            return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
         def raw_transfers(count: int) -> None:
             for _ in range(count):
@@ -261,7 +267,7 @@ def bench_sqlite(report: Report, seconds: float) -> None:
                     " pool_balance, member_balance, created_at, reason, metadata, reverses)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        f"raw-{next(counter)}",
+                        raw_id(),
                         "bench",
                         "member",
                         "transfer_to",
