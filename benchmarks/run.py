@@ -55,9 +55,9 @@ NOTES = """\
   size and order of index keys change the cost of an insert by a fifth.
 - With 16 worker processes on 2 cores, PostgreSQL throughput is limited by client CPU, which
   is why it falls again after 4 workers.
-- The psycopg here is its pure-Python build. Its C build (`pip install "psycopg[binary]"`)
-  cut the client CPU per PostgreSQL call by about a third in a trial on this machine, and
-  history pages from 2.8 ms to 0.8 ms; use it in production.
+- The psycopg here is its pure-Python build. In a trial on this machine its C build
+  (`pip install "psycopg[binary]"`) cut the client CPU per PostgreSQL call by about a third
+  and history pages from 2.8 ms to 0.8 ms, so use the C build in production.
 - PostgreSQL batches save one commit per operation but keep the other round trips of each
   operation, so they gain far less than SQLite batches, whose cost is dominated by the commit.
 - The journal benchmarks bulk-insert the 1,000,000 transfers with consistent balances, then

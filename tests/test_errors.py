@@ -107,7 +107,7 @@ def test_invalid_request() -> None:
 
 
 def test_insufficient_credits_pool() -> None:
-    """A short pool says how much is missing and that a purchase is the next step."""
+    """A short pool's message gives the missing credits and names a purchase as the next step."""
     error = InsufficientCredits(workspace_id="ws", requested=30, available=12)
     assert error.workspace_id == "ws"
     assert error.member_id is None
@@ -144,7 +144,7 @@ def test_permission_denied() -> None:
 
 
 def test_coaching_disabled() -> None:
-    """``CoachingDisabled`` names the workspace and says to enable coaching."""
+    """``CoachingDisabled`` names the workspace and tells an admin to enable coaching."""
     error = CoachingDisabled(workspace_id="ws", action="spend credits")
     assert error.workspace_id == "ws"
     assert error.action == "spend credits"
@@ -155,7 +155,7 @@ def test_coaching_disabled() -> None:
 
 
 def test_workspace_not_found() -> None:
-    """``WorkspaceNotFound`` names the id and says to create it."""
+    """``WorkspaceNotFound`` names the id and suggests creating it."""
     error = WorkspaceNotFound("acme")
     assert error.workspace_id == "acme"
     assert "'acme' not found" in str(error)

@@ -484,7 +484,7 @@ def test_history_page_ignores_new_entries(ledger: Ledger) -> None:
 
 
 def test_history_default_limit(ledger: Ledger) -> None:
-    """``history`` returns at most 100 entries unless told otherwise."""
+    """``history`` returns at most 100 entries unless ``limit`` is given."""
     for _ in range(105):
         ledger.purchase("ws", 1)
     assert len(ledger.history("ws")) == 100

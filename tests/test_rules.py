@@ -195,7 +195,7 @@ def test_transfer_to_keeps_role() -> None:
 
 
 def test_transfer_to_pool_short() -> None:
-    """More than the pool holds is ``InsufficientCredits`` on the pool."""
+    """More than the pool contains is ``InsufficientCredits`` on the pool."""
     with pytest.raises(InsufficientCredits) as caught:
         transfer_to(WS, pool(5), ANN, 6, actor=BOSS)
     assert caught.value.member_id is None
@@ -270,7 +270,7 @@ def test_transfer_from_whole_balance() -> None:
 
 
 def test_transfer_from_member_short() -> None:
-    """More than the member holds is ``InsufficientCredits`` naming the member."""
+    """More than the member has is ``InsufficientCredits`` naming the member."""
     with pytest.raises(InsufficientCredits) as caught:
         transfer_from(WS, pool(0), ANN, 11, actor=BOSS)
     assert caught.value.member_id == "ann"

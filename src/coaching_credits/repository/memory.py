@@ -62,7 +62,9 @@ class _MemoryTransaction:
         self._undo.clear()
 
     def _workspace_members(self, workspace_id: str) -> dict[str, Member]:
-        return self._repo._members.setdefault(workspace_id, {})
+        # A read must not create state: an unknown workspace has no members, and writes to it
+        # go nowhere, as an UPDATE of missing rows does in SQL.
+        return self._repo._members.get(workspace_id, {})
 
     def create_workspace(self, workspace: Workspace, pool: Pool) -> None:
         repo = self._repo

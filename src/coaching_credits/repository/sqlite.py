@@ -273,16 +273,12 @@ class _SQLiteTransaction:
         return self._begin(write=True)
 
     @property
-    def _writer(self) -> sqlite3.Connection:
-        return self._begin(write=True)
-
-    @property
     def _reader(self) -> sqlite3.Connection:
         return self._begin(write=False)
 
     def create_workspace(self, workspace: Workspace, pool: Pool) -> None:
         try:
-            self._writer.execute(
+            self.connection.execute(
                 "INSERT INTO workspaces (id, coaching_enabled, low_pool_threshold, pool_balance)"
                 " VALUES (?, ?, ?, ?)",
                 (
@@ -342,7 +338,7 @@ class _SQLiteTransaction:
 
     def insert_member(self, member: Member) -> None:
         try:
-            self._writer.execute(
+            self.connection.execute(
                 "INSERT INTO members (workspace_id, id, role, balance) VALUES (?, ?, ?, ?)",
                 (member.workspace_id, member.id, member.role.value, member.balance),
             )
@@ -354,23 +350,23 @@ class _SQLiteTransaction:
             ) from None
 
     def delete_member(self, workspace_id: str, member_id: str) -> None:
-        self._writer.execute(
+        self.connection.execute(
             "DELETE FROM members WHERE workspace_id = ? AND id = ?", (workspace_id, member_id)
         )
 
     def update_workspace(self, workspace: Workspace) -> None:
-        self._writer.execute(
+        self.connection.execute(
             "UPDATE workspaces SET coaching_enabled = ?, low_pool_threshold = ? WHERE id = ?",
             (int(workspace.coaching_enabled), workspace.low_pool_threshold, workspace.id),
         )
 
     def update_pool(self, pool: Pool) -> None:
-        self._writer.execute(
+        self.connection.execute(
             "UPDATE workspaces SET pool_balance = ? WHERE id = ?", (pool.balance, pool.workspace_id)
         )
 
     def update_members(self, members: Iterable[Member]) -> None:
-        self._writer.executemany(
+        self.connection.executemany(
             "UPDATE members SET role = ?, balance = ? WHERE workspace_id = ? AND id = ?",
             [(m.role.value, m.balance, m.workspace_id, m.id) for m in members],
         )
@@ -380,7 +376,7 @@ class _SQLiteTransaction:
         for transfer in transfers:
             if transfer.id is None or transfer.created_at is None:
                 raise ValueError("a transfer needs an id and a time before it is stored")
-            cursor = self._writer.execute(
+            cursor = self.connection.execute(
                 "INSERT INTO transfers (id, workspace_id, member_id, kind, amount, actor_id,"
                 " pool_balance, member_balance, created_at, reason, metadata, reverses)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -485,7 +481,7 @@ class _SQLiteTransaction:
         )
 
     def put_idempotency(self, record: IdempotencyRecord) -> None:
-        self._writer.execute(
+        self.connection.execute(
             "INSERT INTO idempotency_keys (workspace_id, key, request, response, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
             (
